@@ -12,9 +12,9 @@
 import { createSocket } from "node:dgram";
 import { connect } from "node:net";
 import type { Logger } from "pino";
+import { loadStack } from "../config/load";
 import type { MailConfig, ServiceName } from "../config/schema";
 import { ConfigError } from "../config/schema";
-import { loadStack } from "../config/load";
 import { createLogger } from "../lib/log";
 import type { RunningService, StartService } from "../lib/service";
 
@@ -129,7 +129,9 @@ async function readSecretLine(prompt: string): Promise<string> {
   if (!stdin.isTTY) {
     const chunks: Buffer[] = [];
     for await (const c of stdin) chunks.push(c as Buffer);
-    return Buffer.concat(chunks).toString("utf8").replace(/\r?\n$/, "");
+    return Buffer.concat(chunks)
+      .toString("utf8")
+      .replace(/\r?\n$/, "");
   }
   process.stderr.write(prompt);
   stdin.setRawMode(true);
@@ -219,9 +221,9 @@ async function cmdHealth(args: Args): Promise<void> {
   const name = args.positional[1];
   if (!isServeName(name) || name === "queue") throw new UsageError("health needs smtp, pop3, imap or dns");
   const config = loadConfig(args);
-  const endpointName = ({ smtp: ["smtp", "submission", "smtps"], pop3: ["pop3", "pop3s"], imap: ["imap", "imaps"], dns: ["dns"] } as const)[name].find(
-    (e) => config.listen[e] !== null,
-  );
+  const endpointName = ({ smtp: ["smtp", "submission", "smtps"], pop3: ["pop3", "pop3s"], imap: ["imap", "imaps"], dns: ["dns"] } as const)[
+    name
+  ].find((e) => config.listen[e] !== null);
   const ep = endpointName ? config.listen[endpointName] : null;
   if (!ep) throw new UsageError(`${name} has no listener configured`);
   const host = ep.address === "0.0.0.0" ? "127.0.0.1" : ep.address === "::" ? "::1" : ep.address;

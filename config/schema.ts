@@ -27,11 +27,7 @@ const cidr = z.string().refine((s) => parseCidr(s) !== null, { message: "is not 
 const port = z.number().int().min(0).max(65535);
 
 /** An endpoint: a port, or `{ address, port }`. `false` switches the listener off. */
-const endpoint = z.union([
-  port.transform((p) => ({ port: p })),
-  z.object({ address: ip.optional(), port }).strict(),
-  z.literal(false),
-]);
+const endpoint = z.union([port.transform((p) => ({ port: p })), z.object({ address: ip.optional(), port }).strict(), z.literal(false)]);
 
 /** Sizes may be bytes or strings like `10MiB`, `1GB`. */
 const size = z.union([
@@ -331,7 +327,10 @@ export function parseConfig(raw: Record<string, unknown>, source?: string): Mail
   }
   const result = rawSchema.safeParse(unprefixed);
   if (!result.success) {
-    throw new ConfigError(result.error.issues.flatMap((i) => flattenIssue(i, [])), source);
+    throw new ConfigError(
+      result.error.issues.flatMap((i) => flattenIssue(i, [])),
+      source,
+    );
   }
   const problems: ConfigProblem[] = [];
   const config = resolve(result.data, problems);
@@ -392,12 +391,12 @@ function resolve(p: Parsed, problems: ConfigProblem[]): MailConfig {
   // Aliases: system ones to the admin, then users' own aliases, then the explicit map (which wins).
   const aliases: Record<string, string[]> = {};
   for (const s of SYSTEM_ALIASES) if (!userNames.has(s)) aliases[s] = [admin];
-  users.forEach((u, i) =>
-    u.aliases.forEach((a, j) => {
+  for (const [i, u] of users.entries()) {
+    for (const [j, a] of u.aliases.entries()) {
       if (userNames.has(a)) add(["users", i, "aliases", j], `"${a}" is already a user`);
       else aliases[a] = [...(aliases[a] && !SYSTEM_ALIASES.includes(a as never) ? aliases[a] : []), u.name];
-    }),
-  );
+    }
+  }
   for (const [name, targets] of Object.entries(p.aliases)) {
     const lname = name.toLowerCase();
     if (!LOCAL_RE.test(lname)) add(["aliases", name], "is not a valid alias name");
@@ -442,8 +441,7 @@ function resolve(p: Parsed, problems: ConfigProblem[]): MailConfig {
   }
 
   if ((p.tls.cert === undefined) !== (p.tls.key === undefined)) add(["tls"], "cert and key must be given together");
-  if ((p.tls.certFile === undefined) !== (p.tls.keyFile === undefined))
-    add(["tls"], "certFile and keyFile must be given together");
+  if ((p.tls.certFile === undefined) !== (p.tls.keyFile === undefined)) add(["tls"], "certFile and keyFile must be given together");
   if (typeof p.tls.key === "object") add(["tls", "key"], "is an encrypted Pulumi secret that was not decrypted");
 
   const reverseNetwork = p.dns.reverseNetwork ?? defaultReverseNetwork(p.publicAddress);

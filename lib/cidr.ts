@@ -36,7 +36,7 @@ export function toBits(address: string): bigint | null {
   const v4 = unmapV4(address);
   if (isIP(v4) === 4) return v4.split(".").reduce((acc, o) => (acc << 8n) | BigInt(Number(o)), 0n);
   if (isIP(address) !== 6) return null;
-  let [head, tail] = address.split("::") as [string, string | undefined];
+  const [head, tail] = address.split("::") as [string, string | undefined];
   let tailParts = tail !== undefined ? tail.split(":").filter(Boolean) : [];
   let headParts = head.split(":").filter(Boolean);
   const expand = (parts: string[]) =>

@@ -19,7 +19,13 @@ export const RECIPIENT_DELIMITER = "+";
 export function splitAddress(address: string): { local: string; domain: string } | null {
   const at = address.lastIndexOf("@");
   if (at <= 0 || at === address.length - 1) return null;
-  return { local: address.slice(0, at), domain: address.slice(at + 1).toLowerCase().replace(/\.$/, "") };
+  return {
+    local: address.slice(0, at),
+    domain: address
+      .slice(at + 1)
+      .toLowerCase()
+      .replace(/\.$/, ""),
+  };
 }
 
 /**
@@ -83,15 +89,10 @@ export class Aliases {
     return { users: [...users].sort(), forward: [...forward].sort() };
   }
 
-  private walkTarget(
-    target: string,
-    depth: number,
-    walk: (name: string, depth: number) => void,
-    forward: Set<string>,
-  ): void {
+  private walkTarget(target: string, depth: number, walk: (name: string, depth: number) => void, forward: Set<string>): void {
     const parts = splitAddress(target);
-    if (!parts) return walk(target, depth + 1);
-    if (this.isLocalDomain(parts.domain)) return walk(parts.local, depth + 1);
-    forward.add(`${parts.local}@${parts.domain}`);
+    if (!parts) walk(target, depth + 1);
+    else if (this.isLocalDomain(parts.domain)) walk(parts.local, depth + 1);
+    else forward.add(`${parts.local}@${parts.domain}`);
   }
 }

@@ -41,8 +41,7 @@ export function folderDir(root: string, name: string): string | null {
   if (name.toUpperCase() === "INBOX") return root;
   const parts = name.split("/");
   for (const p of parts) {
-    if (p === "" || p === "." || p === ".." || p.includes(".") || p.includes("\\") || /[\x00-\x1f\x7f]/.test(p))
-      return null;
+    if (p === "" || p === "." || p === ".." || p.includes(".") || p.includes("\\") || /[\x00-\x1f\x7f]/.test(p)) return null;
     if (p.startsWith("~")) return null;
   }
   if (Buffer.byteLength(name) > 200) return null;

@@ -7,7 +7,7 @@ import { hash as argonHash, hashSync as argonHashSync, verify as argonVerify } f
 import type { MailConfig } from "../config/schema";
 import { FailureThrottle } from "../lib/throttle";
 import { verifySha512Crypt } from "./sha512crypt";
-import type { AuthResult, Authenticator } from "./types";
+import type { Authenticator, AuthResult } from "./types";
 
 /** Parameters of the hashes we make (OWASP's argon2id minimum: m=19 MiB, t=2, p=1). */
 export const ARGON2_OPTIONS = { algorithm: 2 as const, memoryCost: 19456, timeCost: 2, parallelism: 1 };

@@ -103,20 +103,35 @@ describe("bad config names the key and the reason", () => {
     ["::/0", { "mailstack:trustedNetworks": ["::/0"] }, "mailstack:trustedNetworks[0]", /open relay/],
     [
       "a duplicate user",
-      { "mailstack:users": [{ name: "lx", passwordHash: "$6$a$b" }, { name: "LX", passwordHash: "$6$a$b" }] },
+      {
+        "mailstack:users": [
+          { name: "lx", passwordHash: "$6$a$b" },
+          { name: "LX", passwordHash: "$6$a$b" },
+        ],
+      },
       "mailstack:users[1].name",
       /duplicate user/,
     ],
     ["a user without a password", { "mailstack:users": [{ name: "lx" }] }, "mailstack:users[0]", /no password/],
     ["an alias loop", { "mailstack:aliases": { a: "b", b: ["c"], c: "a@lx.com" } }, "mailstack:aliases.a", /alias loop: a → b → c → a/],
-    ["an alias to nobody", { "mailstack:aliases": { sales: ["lx", "ghost"] } }, "mailstack:aliases.sales[1]", /"ghost" is not a user or alias/],
+    [
+      "an alias to nobody",
+      { "mailstack:aliases": { sales: ["lx", "ghost"] } },
+      "mailstack:aliases.sales[1]",
+      /"ghost" is not a user or alias/,
+    ],
     ["a port out of range", { "mailstack:listen": { smtp: 70000 } }, "mailstack:listen.smtp", /<=65535/],
     ["a port of 0 for a fixed listener", { "mailstack:listen": { pop3: -1 } }, "mailstack:listen.pop3", />=0/],
     ["an unknown key", { "mailstack:limts": {} }, "mailstack", /unknown key\(s\) limts/],
     ["a missing domain", { "mailstack:domain": undefined }, "mailstack:domain", /required/],
     ["an admin who is not a user", { "mailstack:admin": "root" }, "mailstack:admin", /not a user/],
     ["a bad hash", { "mailstack:users": [{ name: "lx", passwordHash: "md5:abc" }] }, "mailstack:users[0].passwordHash", /argon2id/],
-    ["two listeners on one port", { "mailstack:listen": { address: "127.0.0.1", smtp: 2525, imap: 2525 } }, "mailstack:listen.imap", /also used by listen.smtp/],
+    [
+      "two listeners on one port",
+      { "mailstack:listen": { address: "127.0.0.1", smtp: 2525, imap: 2525 } },
+      "mailstack:listen.imap",
+      /also used by listen.smtp/,
+    ],
   ];
   it.each(cases)("%s", (_name, overrides, keyPath, reason) => {
     const found = problems(overrides);
@@ -135,7 +150,10 @@ describe("bad config names the key and the reason", () => {
   it("the CLI refuses bad config before starting, naming the key", async () => {
     const dir = mkdtempSync(path.join(tmpdir(), "mailstack-cfg-"));
     const file = path.join(dir, "Pulumi.bad.yaml");
-    writeFileSync(file, "config:\n  mailstack:domain: lx.com\n  mailstack:publicAddress: 1.2.3.4\n  mailstack:dataDir: x\n  mailstack:trustedNetworks: [0.0.0.0/0]\n  mailstack:users: [{name: lx}]\n");
+    writeFileSync(
+      file,
+      "config:\n  mailstack:domain: lx.com\n  mailstack:publicAddress: 1.2.3.4\n  mailstack:dataDir: x\n  mailstack:trustedNetworks: [0.0.0.0/0]\n  mailstack:users: [{name: lx}]\n",
+    );
     const err = await run(path.resolve("bin/mailstack"), ["check", "--config", file]).then(
       () => null,
       (e: { code: number; stderr: string }) => e,
@@ -148,7 +166,10 @@ describe("bad config names the key and the reason", () => {
 
 describe("findAliasLoops", () => {
   it("finds each cycle once, and none in a DAG", () => {
-    expect(findAliasLoops({ a: ["b"], b: ["a"], c: ["c"] }, ["lx.com"])).toEqual([["a", "b", "a"], ["c", "c"]]);
+    expect(findAliasLoops({ a: ["b"], b: ["a"], c: ["c"] }, ["lx.com"])).toEqual([
+      ["a", "b", "a"],
+      ["c", "c"],
+    ]);
     expect(findAliasLoops({ a: ["b", "c"], b: ["c"], c: ["x@other.org"] }, ["lx.com"])).toEqual([]);
   });
 });

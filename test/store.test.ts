@@ -49,10 +49,17 @@ describe("alias expansion", () => {
       "mailstack:domain": "lx.com",
       "mailstack:publicAddress": "192.0.2.1",
       "mailstack:dataDir": "/tmp/x",
-      "mailstack:users": [{ name: "a", passwordHash: "$6$x$y" }, { name: "b", passwordHash: "$6$x$y" }],
+      "mailstack:users": [
+        { name: "a", passwordHash: "$6$x$y" },
+        { name: "b", passwordHash: "$6$x$y" },
+      ],
       "mailstack:aliases": { all: ["a", "grp", "A@lx.com", "friend@example.org"], grp: ["b", "a", "FRIEND@example.org"] },
     });
-    expect(new Aliases(c).route("ALL@lx.com")).toEqual({ kind: "local", users: ["a", "b"], forward: ["FRIEND@example.org", "friend@example.org"] });
+    expect(new Aliases(c).route("ALL@lx.com")).toEqual({
+      kind: "local",
+      users: ["a", "b"],
+      forward: ["FRIEND@example.org", "friend@example.org"],
+    });
   });
 
   it("property: expansion terminates, yields only real users, and is case-insensitive", () => {
@@ -146,7 +153,8 @@ describe("durable delivery", () => {
       expect(readFileSync(path.join(root, "new", files[0]!))).toEqual(data);
       expect(files[0]).toMatch(new RegExp(`,S=${data.length},W=${data.length}$`));
       expect(readdirSync(path.join(root, "tmp"))).toEqual([]);
-      for (const f of ["Drafts", "Sent", "Trash", "Junk"]) expect(readdirSync(path.join(root, `.${f}`)).sort()).toEqual(["cur", "maildirfolder", "new", "tmp"]);
+      for (const f of ["Drafts", "Sent", "Trash", "Junk"])
+        expect(readdirSync(path.join(root, `.${f}`)).sort()).toEqual(["cur", "maildirfolder", "new", "tmp"]);
       expect(readFileSync(path.join(root, "subscriptions"), "utf8")).toBe("Drafts\nSent\nTrash\nJunk\n");
     }
   });
@@ -172,9 +180,13 @@ describe("durable delivery", () => {
       (async () => { await ensureUserMaildir(${JSON.stringify(dir)}, "lx");
         try { await new MaildirDelivery(${JSON.stringify(dir)}).deliverLocal(["lx"], Buffer.from("x\\r\\n")); console.log("DELIVERED"); }
         catch (e) { console.log("FAILED " + e.name + " " + e.code); } })();`;
-    const out = execFileSync("strace", ["-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync", "-e", "inject=fsync:error=EIO", process.execPath, "-e", script], {
-      encoding: "utf8",
-    });
+    const out = execFileSync(
+      "strace",
+      ["-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync", "-e", "inject=fsync:error=EIO", process.execPath, "-e", script],
+      {
+        encoding: "utf8",
+      },
+    );
     expect(out.trim()).toBe("FAILED TemporaryFailure EIO");
     expect(readdirSync(path.join(dir, "mail", "lx", "new"))).toEqual([]);
   });
