@@ -258,7 +258,7 @@ async function dnsHealth(host: string, port: number, domain: string): Promise<vo
     sock.once("message", (msg) => {
       clearTimeout(timer);
       sock.close();
-      const res = packet.decode(msg);
+      const res = packet.decode(msg) as ReturnType<typeof packet.decode> & { rcode?: string };
       if (res.rcode === "NOERROR" && (res.answers ?? []).some((a) => a.type === "SOA")) resolve();
       else reject(new Error(`bad answer: ${res.rcode}`));
     });
