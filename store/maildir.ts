@@ -71,9 +71,18 @@ export async function ensureUserMaildir(dataDir: string, user: string): Promise<
   }
   await ensureMaildir(root);
   for (const f of SPECIAL_FOLDERS) await ensureMaildir(path.join(root, `.${f.name}`), true);
+  // Several processes may create the same Maildir at once: each writes its own temporary file
+  // and the first to publish wins (link fails with EEXIST for the others).
   const subs = path.join(root, "subscriptions");
-  await fs.writeFile(`${subs}.tmp`, `${SPECIAL_FOLDERS.map((f) => f.name).join("\n")}\n`);
-  await fs.rename(`${subs}.tmp`, subs);
+  const tmp = `${subs}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+  await fs.writeFile(tmp, `${SPECIAL_FOLDERS.map((f) => f.name).join("\n")}\n`);
+  try {
+    await fs.link(tmp, subs);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  } finally {
+    await fs.unlink(tmp).catch(() => undefined);
+  }
   return root;
 }
 

@@ -1,0 +1,308 @@
+/**
+ * The read/write side of the Maildir store for POP3 and IMAP (`MailStore`), laid out as Dovecot
+ * lays a Maildir out (maildir.ts):
+ *
+ * - INBOX is the user's Maildir root; other folders are Maildir++ directories `.<name>` with `.`
+ *   as the hierarchy separator on disk (IMAP separator `/`): `Archive/2024` ↔ `.Archive.2024`.
+ * - Folder names arrive here decoded (UTF-8) and are stored on disk in IMAP modified UTF-7
+ *   (RFC 3501 §5.1.3), as Dovecot does by default: `Entwürfe` ↔ `.Entw&APw-rfe`. A name that is
+ *   not valid modified UTF-7 on disk (e.g. made by hand in UTF-8) is listed as it is.
+ * - `subscriptions` in the root: one folder per line, storage names (modified UTF-7). A file in
+ *   Dovecot 2.x's layout (`V\t2` header, levels separated by a tab, tab-escaped) is read and
+ *   written in that layout; otherwise the v1 layout (levels separated by `.`) that
+ *   ensureUserMaildir starts with, which Dovecot reads as well.
+ * - Per folder: `dovecot-uidlist` (uidlist.ts), `dovecot-keywords` (index-keywords.ts), and our
+ *   caches `mailstack-index` / `mailstack-cache` (index-folder.ts).
+ * - The POP3 maildrop lock is `mailstack-pop3.lock` in the root (lock.ts). It is not Dovecot's
+ *   `dovecot-uidlist.lock`, which Dovecot's pop3_lock_session holds for a whole session and would
+ *   stall IMAP and delivery meanwhile.
+ */
+import { promises as fs } from "node:fs";
+import * as path from "node:path";
+import { acquireIndex, flushAllIndexes, forgetIndexes, type IndexOptions } from "./index-folder";
+import { tryHoldLock, withDotlock } from "./lock";
+import { MaildirMailbox } from "./mailbox";
+import { ensureMaildir, ensureUserMaildir, folderDir, folderNameFromDir, maildirRoot, SPECIAL_FOLDERS } from "./maildir";
+import { type FolderInfo, type Mailbox, type MailStore, NoSuchFolderError } from "./types";
+
+export { ExpungedError } from "./mailbox";
+
+export const POP3_LOCK_FILE = "mailstack-pop3.lock";
+const SUBSCRIPTIONS = "subscriptions";
+
+// ---- modified UTF-7 (RFC 3501 §5.1.3) -------------------------------------------------------
+
+/** UTF-8 (JS string) → IMAP modified UTF-7. */
+export function encodeMUtf7(s: string): string {
+  let out = "";
+  let i = 0;
+  while (i < s.length) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x20 && c <= 0x7e) {
+      out += c === 0x26 ? "&-" : s[i];
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < s.length && (s.charCodeAt(j) < 0x20 || s.charCodeAt(j) > 0x7e)) j++;
+    const units = Buffer.alloc((j - i) * 2);
+    for (let k = i; k < j; k++) units.writeUInt16BE(s.charCodeAt(k), (k - i) * 2);
+    out += `&${units.toString("base64").replace(/=+$/, "").replace(/\//g, ",")}-`;
+    i = j;
+  }
+  return out;
+}
+
+/** IMAP modified UTF-7 → UTF-8, or null when `s` is not valid modified UTF-7. */
+export function decodeMUtf7(s: string): string | null {
+  let out = "";
+  let i = 0;
+  while (i < s.length) {
+    const ch = s[i]!;
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e) return null;
+    if (ch !== "&") {
+      out += ch;
+      i++;
+      continue;
+    }
+    const end = s.indexOf("-", i + 1);
+    if (end < 0) return null;
+    if (end === i + 1) {
+      out += "&";
+      i = end + 1;
+      continue;
+    }
+    const b64 = s.slice(i + 1, end);
+    if (!/^[A-Za-z0-9+,]+$/.test(b64)) return null;
+    const bytes = Buffer.from(b64.replace(/,/g, "/"), "base64");
+    if (bytes.length % 2 !== 0) return null;
+    let chunk = "";
+    for (let k = 0; k < bytes.length; k += 2) chunk += String.fromCharCode(bytes.readUInt16BE(k));
+    // Must not encode what could have been written directly, and must round-trip.
+    if (/[\x20-\x7e]/.test(chunk) || encodeMUtf7(chunk) !== `&${b64}-`) return null;
+    out += chunk;
+    i = end + 1;
+  }
+  return out;
+}
+
+/** Dovecot's str_tabescape: \001 → \0011, \t → \001t, \r → \001r, \n → \001n. */
+function tabEscape(s: string): string {
+  return s.replace(/[\x01\t\r\n]/g, (c) => `\x01${c === "\x01" ? "1" : c === "\t" ? "t" : c === "\r" ? "r" : "n"}`);
+}
+
+function tabUnescape(s: string): string {
+  return s.replace(/\x01([1trn])/g, (_, c: string) => (c === "1" ? "\x01" : c === "t" ? "\t" : c === "r" ? "\r" : "\n"));
+}
+
+function normalise(name: string): string {
+  let n = name;
+  while (n.endsWith("/")) n = n.slice(0, -1);
+  if (n.toUpperCase() === "INBOX") return "INBOX";
+  if (n.toUpperCase().startsWith("INBOX/")) n = `INBOX${n.slice(5)}`;
+  return n;
+}
+
+export interface MaildirStoreOptions extends IndexOptions {}
+
+export class MaildirStore implements MailStore {
+  constructor(
+    readonly dataDir: string,
+    private readonly opts: MaildirStoreOptions = {},
+  ) {}
+
+  private async root(user: string): Promise<string> {
+    return ensureUserMaildir(this.dataDir, user);
+  }
+
+  /** Directory of a folder, or null when the name is not allowed. */
+  private dirOf(root: string, name: string): string | null {
+    const n = normalise(name);
+    if (n === "INBOX") return root;
+    return folderDir(root, encodeMUtf7(n));
+  }
+
+  private async exists(dir: string): Promise<boolean> {
+    try {
+      return (await fs.stat(path.join(dir, "cur"))).isDirectory();
+    } catch {
+      return false;
+    }
+  }
+
+  async open(user: string, folder = "INBOX"): Promise<Mailbox> {
+    const root = await this.root(user);
+    const name = normalise(folder);
+    const dir = this.dirOf(root, name);
+    if (dir === null || !(await this.exists(dir))) throw new NoSuchFolderError(folder);
+    let index: Awaited<ReturnType<typeof acquireIndex>>;
+    try {
+      index = await acquireIndex(dir, this.opts);
+    } catch (err) {
+      if (err instanceof NoSuchFolderError) throw new NoSuchFolderError(folder);
+      throw err;
+    }
+    return new MaildirMailbox(user, name, index);
+  }
+
+  async listFolders(user: string): Promise<FolderInfo[]> {
+    const root = await this.root(user);
+    const subs = new Set((await this.readSubscriptions(root)).names);
+    const out: FolderInfo[] = [{ name: "INBOX", subscribed: subs.has("INBOX") }];
+    const entries = await fs.readdir(root, { withFileTypes: true });
+    const names: string[] = [];
+    for (const e of entries) {
+      if (!e.isDirectory()) continue;
+      const raw = folderNameFromDir(e.name);
+      if (raw === null || raw.split("/").some((p) => p === "")) continue;
+      const name = decodeMUtf7(raw) ?? raw;
+      if (name.toUpperCase() === "INBOX") continue;
+      names.push(name);
+    }
+    names.sort();
+    for (const name of names) {
+      const info: FolderInfo = { name, subscribed: subs.has(name) };
+      const special = SPECIAL_FOLDERS.find((f) => f.name === name);
+      if (special) info.specialUse = special.specialUse;
+      out.push(info);
+    }
+    return out;
+  }
+
+  async createFolder(user: string, name: string): Promise<void> {
+    const root = await this.root(user);
+    const n = normalise(name);
+    if (n === "INBOX") throw new Error("INBOX already exists");
+    const dir = this.dirOf(root, n);
+    if (dir === null)
+      throw new Error(`invalid folder name ${JSON.stringify(name)}: empty level, "." or "~" part, "\\", control character, or too long`);
+    if (await this.exists(dir)) throw new Error(`folder ${JSON.stringify(n)} already exists`);
+    await ensureMaildir(dir, true);
+  }
+
+  async deleteFolder(user: string, name: string): Promise<void> {
+    const root = await this.root(user);
+    const n = normalise(name);
+    if (n === "INBOX") throw new Error("INBOX cannot be deleted");
+    const dir = this.dirOf(root, n);
+    if (dir === null || !(await this.exists(dir))) throw new NoSuchFolderError(name);
+    // Rename out of sight first (atomic), then remove: a crash leaves no half-deleted folder.
+    const trash = path.join(root, `..mailstack-deleted.${process.pid}.${Date.now()}`);
+    await fs.rename(dir, trash);
+    forgetIndexes(dir, false);
+    await fs.rm(trash, { recursive: true, force: true });
+    await this.setSubscribed(root, [n], false);
+  }
+
+  async renameFolder(user: string, from: string, to: string): Promise<void> {
+    const root = await this.root(user);
+    const src = normalise(from);
+    const dst = normalise(to);
+    const srcDir = this.dirOf(root, src);
+    const dstDir = this.dirOf(root, dst);
+    if (srcDir === null || !(await this.exists(srcDir))) throw new NoSuchFolderError(from);
+    if (dst === "INBOX") throw new Error("cannot rename to INBOX: it exists");
+    if (dstDir === null) throw new Error(`invalid folder name ${JSON.stringify(to)}`);
+    if (await this.exists(dstDir)) throw new Error(`folder ${JSON.stringify(dst)} already exists`);
+    if (src === "INBOX") {
+      // RFC 3501 §6.3.5: move every message to the new folder; INBOX stays, empty.
+      await ensureMaildir(dstDir, true);
+      const inbox = await this.open(user, "INBOX");
+      const dest = await this.open(user, dst);
+      try {
+        const uids = inbox.messages().map((m) => m.uid);
+        if (uids.length > 0) {
+          await inbox.copyTo(uids, dest);
+          await inbox.expunge(uids);
+        }
+      } finally {
+        await inbox.close();
+        await dest.close();
+      }
+      return;
+    }
+    if (`${dst}/`.startsWith(`${src}/`)) throw new Error(`cannot rename ${JSON.stringify(src)} into itself`);
+    // The folder and its children (`.a` and `.a.*`).
+    const srcBase = path.basename(srcDir);
+    const dstBase = path.basename(dstDir);
+    const moves: [string, string][] = [[srcDir, dstDir]];
+    for (const e of await fs.readdir(root)) {
+      if (e.startsWith(`${srcBase}.`)) moves.push([path.join(root, e), path.join(root, dstBase + e.slice(srcBase.length))]);
+    }
+    for (const [, d] of moves) if (await this.exists(d)) throw new Error(`folder ${JSON.stringify(path.basename(d))} already exists`);
+    for (const [s, d] of moves) {
+      await fs.rename(s, d);
+      forgetIndexes(s, false);
+    }
+    const subs = await this.readSubscriptions(root);
+    const renamed = subs.names.filter((s) => s === src || s.startsWith(`${src}/`));
+    if (renamed.length > 0) {
+      await this.setSubscribed(root, renamed, false);
+      await this.setSubscribed(
+        root,
+        renamed.map((s) => dst + s.slice(src.length)),
+        true,
+      );
+    }
+  }
+
+  async subscribe(user: string, name: string, on: boolean): Promise<void> {
+    const root = await this.root(user);
+    const n = normalise(name);
+    if (n !== "INBOX" && this.dirOf(root, n) === null) throw new Error(`invalid folder name ${JSON.stringify(name)}`);
+    await this.setSubscribed(root, [n], on);
+  }
+
+  async lockMaildrop(user: string): Promise<(() => Promise<void>) | null> {
+    const root = await this.root(user);
+    return tryHoldLock(path.join(root, POP3_LOCK_FILE));
+  }
+
+  /** Saves every open folder index now (call before a clean shutdown). */
+  async flush(): Promise<void> {
+    await flushAllIndexes();
+  }
+
+  // ---- subscriptions -----------------------------------------------------------------------
+
+  private async readSubscriptions(root: string): Promise<{ v2: boolean; names: string[] }> {
+    let text: string;
+    try {
+      text = await fs.readFile(path.join(root, SUBSCRIPTIONS), "utf8");
+    } catch {
+      return { v2: false, names: [] };
+    }
+    const lines = text.split("\n");
+    const v2 = lines[0]?.startsWith("V\t") ?? false;
+    const names: string[] = [];
+    for (const line of v2 ? lines.slice(1) : lines) {
+      if (!line) continue;
+      // Storage names: modified UTF-7; v2 separates levels with a tab, v1 with Maildir++'s ".".
+      const storage = v2 ? line.split("\t").map(tabUnescape).join("/") : line.includes("/") ? line : line.split(".").join("/");
+      names.push(normalise(decodeMUtf7(storage) ?? storage));
+    }
+    return { v2, names: [...new Set(names)] };
+  }
+
+  private async setSubscribed(root: string, names: string[], on: boolean): Promise<void> {
+    const file = path.join(root, SUBSCRIPTIONS);
+    await withDotlock(file, async () => {
+      const cur = await this.readSubscriptions(root);
+      const set = new Set(cur.names);
+      for (const n of names) {
+        if (on) set.add(n);
+        else set.delete(n);
+      }
+      const list = [...set];
+      const body = cur.v2
+        ? `V\t2\n\n${list.map((n) => (n === "INBOX" ? n : encodeMUtf7(n).split("/").map(tabEscape).join("\t"))).join("\n")}\n`
+        : `${list.map((n) => (n === "INBOX" ? n : encodeMUtf7(n).split("/").join("."))).join("\n")}\n`;
+      const tmp = `${file}.${process.pid}.tmp`;
+      await fs.writeFile(tmp, list.length === 0 && !cur.v2 ? "" : body);
+      await fs.rename(tmp, file);
+    });
+  }
+}
+
+export { maildirRoot };
