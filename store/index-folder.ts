@@ -590,7 +590,7 @@ export class FolderIndex {
         const ordered = [...list].sort((a, b) => {
           const ua = tx.uidOf(a.key) ?? Number.MAX_SAFE_INTEGER;
           const ub = tx.uidOf(b.key) ?? Number.MAX_SAFE_INTEGER;
-          return ua - ub || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+          return ua - ub || compareMaildirNames(a.key, b.key);
         });
         const toMove = ordered.filter((c) => c.dir === "new");
         if (toMove.length > 0) {
@@ -1186,4 +1186,18 @@ export class FolderIndex {
 /** Thrown when a store operation fails for a reason a client may retry. */
 export function isTemporary(err: unknown): err is TemporaryFailure {
   return err instanceof TemporaryFailure;
+}
+
+/**
+ * Delivery order of two Maildir base names: seconds, then microseconds (`M<usec>`), numerically,
+ * as Dovecot orders new mail; the name itself breaks ties.
+ */
+export function compareMaildirNames(a: string, b: string): number {
+  const pa = /^(\d+)\.(?:M(\d+))?/.exec(a);
+  const pb = /^(\d+)\.(?:M(\d+))?/.exec(b);
+  if (pa && pb) {
+    const d = Number(pa[1]) - Number(pb[1]) || Number(pa[2] ?? 0) - Number(pb[2] ?? 0);
+    if (d !== 0) return d;
+  }
+  return a < b ? -1 : a > b ? 1 : 0;
 }

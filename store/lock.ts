@@ -73,9 +73,13 @@ async function tryCreate(file: string): Promise<boolean> {
     const fh = await fs.open(file, "wx", 0o600);
     try {
       await fh.writeFile(lockContents());
-    } finally {
-      await fh.close();
+    } catch (err) {
+      // An empty lock (e.g. disk full) would look live to everyone: never leave one behind.
+      await fh.close().catch(() => undefined);
+      await fs.unlink(file).catch(() => undefined);
+      throw err;
     }
+    await fh.close();
     return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;

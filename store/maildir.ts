@@ -24,6 +24,7 @@ export const SPECIAL_FOLDERS: ReadonlyArray<{ name: string; specialUse: string }
 
 const HOST = os.hostname().replace(/\//g, "\\057").replace(/:/g, "\\072");
 let counter = 0;
+let lastMicros = 0;
 
 /** Root of a user's Maildir (which is also the INBOX). */
 export function maildirRoot(dataDir: string, user: string): string {
@@ -90,9 +91,15 @@ export async function ensureUserMaildir(dataDir: string, user: string): Promise<
  * A unique Maildir base name, as the Maildir spec and Dovecot build it:
  * `<seconds>.M<usec>P<pid>Q<n>R<random>.<host>` with `,S=<size>,W=<crlf size>` appended.
  */
-export function uniqueName(size?: number, wireSize?: number, now = Date.now()): string {
-  const sec = Math.floor(now / 1000);
-  const usec = (now % 1000) * 1000 + Math.floor(Math.random() * 1000);
+export function uniqueName(size?: number, wireSize?: number, atMs?: number): string {
+  // Microsecond clock, strictly increasing within the process, so names sort in delivery order.
+  let micros = Math.floor((atMs ?? performance.timeOrigin + performance.now()) * 1000);
+  if (atMs === undefined) {
+    if (micros <= lastMicros) micros = lastMicros + 1;
+    lastMicros = micros;
+  }
+  const sec = Math.floor(micros / 1e6);
+  const usec = micros % 1e6;
   counter = (counter + 1) % 1e9;
   let name = `${sec}.M${usec}P${process.pid}Q${counter}R${randomBytes(4).toString("hex")}.${HOST}`;
   if (size !== undefined) name += `,S=${size}`;

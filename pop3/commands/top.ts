@@ -1,0 +1,18 @@
+/** TOP msg n (RFC 1939 §7): header, blank line and the first n body lines. Sets no flags. */
+import { defineCommand } from "../command";
+import { dotStuff, ok, topOf } from "../wire";
+import { readMessage } from "./read";
+
+export default defineCommand({
+  name: "TOP",
+  states: ["TRANSACTION"],
+  args: [
+    { name: "msg", kind: "msg" },
+    { name: "lines", kind: "lines" },
+  ],
+  async run(s, args) {
+    const e = s.message(Number(args.msg));
+    const data = await readMessage(s, e);
+    await s.send(Buffer.concat([Buffer.from(ok("")), dotStuff(topOf(data, Number(args.lines)))]));
+  },
+});
