@@ -16,7 +16,7 @@ import { loadStack } from "../config/load";
 import type { MailConfig, ServiceName } from "../config/schema";
 import { ConfigError } from "../config/schema";
 import { createLogger } from "../lib/log";
-import type { RunningService, StartService } from "../lib/service";
+import type { RunningService, StartOptions, StartService } from "../lib/service";
 
 type ServeName = ServiceName | "queue";
 
@@ -65,8 +65,17 @@ function isServeName(s: string | undefined): s is ServeName {
   return s !== undefined && s in SERVICES;
 }
 
-async function startService(name: ServeName, config: MailConfig, log: Logger): Promise<RunningService> {
-  return SERVICES[name]()(config, { log: log.child({ service: name }) });
+async function startService(name: ServeName, config: MailConfig, log: Logger, shared: SharedParts = {}): Promise<RunningService> {
+  return SERVICES[name]()(config, { log: log.child({ service: name }), ...shared });
+}
+
+type SharedParts = Pick<StartOptions, "auth" | "store">;
+
+/** One user database and one mail store for every service of a single process. */
+function sharedParts(config: MailConfig): SharedParts {
+  const { UserDb } = require("../store/users") as typeof import("../store/users");
+  const { MaildirStore } = require("../store/mailstore") as typeof import("../store/mailstore");
+  return { auth: new UserDb(config), store: new MaildirStore(config.dataDir) };
 }
 
 function describe(svc: RunningService): string[] {
@@ -74,13 +83,14 @@ function describe(svc: RunningService): string[] {
 }
 
 /** Runs until SIGINT/SIGTERM, then closes every service in reverse order. */
-function closeOnSignal(services: RunningService[], log: Logger): void {
+function closeOnSignal(services: RunningService[], log: Logger, after?: () => Promise<void>): void {
   let closing = false;
   const stop = async (signal: string) => {
     if (closing) return;
     closing = true;
     log.info({ signal }, "stopping");
     for (const s of [...services].reverse()) await s.close().catch((err) => log.error({ err }, "close failed"));
+    await after?.().catch((err) => log.error({ err }, "flush failed"));
     process.exit(0);
   };
   process.on("SIGINT", () => void stop("SIGINT"));
@@ -91,8 +101,9 @@ async function cmdStart(args: Args): Promise<void> {
   const config = loadConfig(args);
   const log = createLogger("mailstack");
   const services: RunningService[] = [];
+  const shared = sharedParts(config);
   try {
-    for (const name of START_ORDER) services.push(await startService(name, config, log));
+    for (const name of START_ORDER) services.push(await startService(name, config, log, shared));
   } catch (err) {
     for (const s of services.reverse()) await s.close().catch(() => undefined);
     throw err;
@@ -101,7 +112,7 @@ async function cmdStart(args: Args): Promise<void> {
   process.stdout.write(
     `mailstack is running for ${config.domain} (stack ${args.config ?? args.stack}, data in ${config.dataDir}):\n${lines.join("\n")}\nPress Ctrl-C to stop.\n`,
   );
-  closeOnSignal(services, log);
+  closeOnSignal(services, log, () => (shared.store as import("../store/mailstore").MaildirStore).flush());
 }
 
 async function cmdServe(args: Args): Promise<void> {

@@ -1,6 +1,7 @@
 /** What every service's `start()` returns, so the CLI, the tests and the containers treat them alike. */
 import type { Logger } from "pino";
 import type { MailConfig } from "../config/schema";
+import type { Authenticator, MailStore } from "../store/types";
 
 export interface Listener {
   /** Endpoint name from the config (`smtp`, `submission`, `imaps`, `dns`, ...). */
@@ -20,6 +21,10 @@ export interface RunningService {
 
 export interface StartOptions {
   log?: Logger;
+  /** Shared by every service of one process, so failed-login throttling spans protocols. */
+  auth?: Authenticator;
+  /** Shared by every service of one process, so they share one folder index. */
+  store?: MailStore;
 }
 
 export type StartService = (config: MailConfig, opts?: StartOptions) => Promise<RunningService>;
