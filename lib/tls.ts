@@ -4,6 +4,7 @@
  * first start under `<dataDir>/tls/` and kept. Several processes may start at once; the first to
  * publish its pair wins and the others read it.
  */
+import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { generate } from "selfsigned";
@@ -24,7 +25,20 @@ export async function loadTls(config: MailConfig): Promise<TlsMaterial> {
   return selfSigned(config);
 }
 
-async function selfSigned(config: MailConfig): Promise<TlsMaterial> {
+/** One generation per data directory and process, however many services ask at once. */
+const pending = new Map<string, Promise<TlsMaterial>>();
+
+function selfSigned(config: MailConfig): Promise<TlsMaterial> {
+  let p = pending.get(config.dataDir);
+  if (!p) {
+    p = makeOrReadSelfSigned(config);
+    pending.set(config.dataDir, p);
+    p.catch(() => pending.delete(config.dataDir));
+  }
+  return p;
+}
+
+async function makeOrReadSelfSigned(config: MailConfig): Promise<TlsMaterial> {
   const dir = path.join(config.dataDir, "tls");
   const file = path.join(dir, "selfsigned.json");
   try {
@@ -51,7 +65,7 @@ async function selfSigned(config: MailConfig): Promise<TlsMaterial> {
   } as Parameters<typeof generate>[1]);
   const material: TlsMaterial = { key: pems.private, cert: pems.cert };
   // Publish atomically; if another process published first, use its pair.
-  const tmp = `${file}.${process.pid}.tmp`;
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
   await fs.writeFile(tmp, JSON.stringify(material), { mode: 0o600 });
   try {
     await fs.link(tmp, file);
