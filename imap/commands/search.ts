@@ -1,0 +1,124 @@
+/**
+ * SEARCH and UID SEARCH (RFC 3501 §6.4.4) with CHARSET, ESEARCH result options (RFC 4731:
+ * MIN, MAX, COUNT, ALL), SAVE and `$` (RFC 5182 SEARCHRES), MODSEQ (RFC 7162 §3.1.5).
+ * In IMAP4rev2 mode the answer is always ESEARCH (RFC 9051 §6.4.4).
+ */
+import { bad, type CommandSpec, type Result, SELECTED } from "../command";
+import { str, type Value } from "../compiler";
+import { mimeTree } from "../fetch";
+import { isAtom, type Token, tokenText } from "../parser";
+import { type Candidate, parseSearch, runSearch } from "../search";
+import { formatSeqSet, type Range, resolveSeq, resolveUids, uidMatcher } from "../seqset";
+import type { Session } from "../session";
+
+function membership(ranges: Range[], max: number): (n: number) => boolean {
+  return uidMatcher(ranges, max);
+}
+
+async function runSearchCommand(s: Session, args: Token[], tag: string, byUid: boolean): Promise<Result> {
+  const sel = s.selected!;
+  let i = 0;
+  let returnOpts: Set<string> | null = null;
+  if (isAtom(args[i], "RETURN")) {
+    const list = args[i + 1];
+    if (list?.type !== "list") throw bad("RETURN needs a list of options");
+    returnOpts = new Set();
+    for (const t of list.items) {
+      const o = isAtom(t) ? t.value.toUpperCase() : "";
+      if (!["MIN", "MAX", "COUNT", "ALL", "SAVE"].includes(o)) throw bad(`Unknown SEARCH return option ${o.slice(0, 20)}`);
+      returnOpts.add(o);
+    }
+    if (returnOpts.size === 0) returnOpts.add("ALL");
+    i += 2;
+  }
+  let charset = "US-ASCII";
+  if (isAtom(args[i], "CHARSET")) {
+    const cs = args[i + 1];
+    const text = cs ? tokenText(cs) : null;
+    if (text === null) throw bad("CHARSET needs a name");
+    charset = text;
+    i += 2;
+  }
+  const program = parseSearch(args.slice(i), charset);
+  if (program.usesModseq) s.condstore = true;
+
+  const msgs = sel.mailbox.messages();
+  const count = sel.count;
+  const maxUid = sel.maxUid;
+  const saved = new Set(s.savedSearch);
+  const seqCache = new Map<Range[], (n: number) => boolean>();
+  const ctx = {
+    now: Date.now(),
+    inSeqSet(set: Range[] | "$", _seq: number, uid: number) {
+      if (set === "$") return saved.has(uid);
+      let m = seqCache.get(set);
+      if (!m) {
+        if (resolveSeq(set, count) === null) throw bad("Invalid message sequence number in SEARCH");
+        m = membership(set, count);
+        seqCache.set(set, m);
+      }
+      return m(_seq);
+    },
+    inUidSet(set: Range[] | "$", uid: number) {
+      if (set === "$") return saved.has(uid);
+      let m = seqCache.get(set);
+      if (!m) {
+        m = membership(set, maxUid);
+        seqCache.set(set, m);
+      }
+      return m(uid);
+    },
+    load: (uid: number) => sel.mailbox.read(uid),
+    envelope: async (uid: number) => (await mimeTree(sel, uid)).envelope ?? null,
+  };
+  function* candidates(): Generator<Candidate> {
+    for (let seq = 1; seq <= count; seq++) {
+      const info = sel.info(seq, msgs);
+      if (info) yield { seq, info };
+    }
+  }
+  void resolveUids;
+  const found = await runSearch(program, candidates(), ctx);
+  const numbers = found.map((c) => (byUid ? c.info.uid : c.seq));
+  let highest = 0n;
+  if (program.usesModseq) for (const c of found) if (c.info.modseq > highest) highest = c.info.modseq;
+
+  if (returnOpts?.has("SAVE")) s.savedSearch = found.map((c) => c.info.uid);
+  const esearch = returnOpts !== null || s.rev2;
+  if (!esearch) {
+    const attrs: Value[] = [...numbers];
+    if (program.usesModseq && numbers.length > 0) attrs.push(["MODSEQ", highest]);
+    s.untagged("SEARCH", attrs);
+  } else {
+    const opts = returnOpts ?? new Set(["ALL"]);
+    const onlySave = opts.size === 1 && opts.has("SAVE");
+    if (!onlySave) {
+      const attrs: Value[] = [["TAG", str(tag)]];
+      if (byUid) attrs.push("UID");
+      if (numbers.length > 0) {
+        if (opts.has("MIN")) attrs.push("MIN", numbers[0]!);
+        if (opts.has("MAX")) attrs.push("MAX", numbers[numbers.length - 1]!);
+        if (opts.has("ALL")) attrs.push("ALL", formatSeqSet(numbers, true));
+      }
+      if (opts.has("COUNT")) attrs.push("COUNT", numbers.length);
+      if (program.usesModseq && numbers.length > 0) attrs.push("MODSEQ", highest);
+      s.untagged("ESEARCH", attrs);
+    }
+  }
+  return { status: "OK", text: `${byUid ? "UID " : ""}SEARCH completed` };
+}
+
+export const search: CommandSpec = {
+  name: "SEARCH",
+  states: SELECTED,
+  args: [{ kind: "any", name: "search criteria", rest: true }],
+  expungeAllowed: false,
+  run: (s, args, tag) => runSearchCommand(s, args, tag, false),
+};
+
+export const uidSearch: CommandSpec = {
+  name: "UID SEARCH",
+  states: SELECTED,
+  args: [{ kind: "any", name: "search criteria", rest: true }],
+  run: (s, args, tag) => runSearchCommand(s, args, tag, true),
+};

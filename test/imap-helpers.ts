@@ -1,0 +1,300 @@
+/**
+ * Shared by the IMAP tests: a live server on ephemeral loopback ports over a temporary dataDir
+ * (config from the dev stack), and a raw IMAP client that shows every byte the server sends,
+ * literals included.
+ */
+import { execFile } from "node:child_process";
+import { promises as fs, mkdtempSync, rmSync } from "node:fs";
+import * as net from "node:net";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import * as tls from "node:tls";
+import { ImapFlow, type ImapFlowOptions } from "imapflow";
+import { loadStack } from "../config/load";
+import type { MailConfig } from "../config/schema";
+import { startImap } from "../imap";
+import { silentLogger } from "../lib/log";
+import type { RunningService } from "../lib/service";
+import { MaildirDelivery } from "../store/deliver";
+
+export const PASSWORDS: Record<string, string> = { lx: "lx-password", lei: "lei-password" };
+
+export interface ImapEnv {
+  config: MailConfig;
+  dataDir: string;
+  service: RunningService;
+  port: number;
+  tlsPort: number;
+  ca: string;
+  caFile: string;
+  deliver(user: string, message: string | Buffer): Promise<void>;
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+  /** Stops the server and removes the dataDir. */
+  cleanup(): Promise<void>;
+}
+
+export interface ImapEnvOptions {
+  trustedNetworks?: string[];
+  limits?: Record<string, unknown>;
+  dataDir?: string;
+}
+
+export async function startImapEnv(opts: ImapEnvOptions = {}): Promise<ImapEnv> {
+  const dataDir = opts.dataDir ?? mkdtempSync(path.join(tmpdir(), "mailstack-imap-"));
+  const overrides: Record<string, unknown> = {
+    "mailstack:dataDir": dataDir,
+    "mailstack:listen": {
+      address: "127.0.0.1",
+      imap: 0,
+      imaps: 0,
+      smtp: false,
+      submission: false,
+      smtps: false,
+      pop3: false,
+      pop3s: false,
+      dns: false,
+    },
+    "mailstack:limits": { authFailureDelay: 0.05, ...(opts.limits ?? {}) },
+  };
+  if (opts.trustedNetworks) overrides["mailstack:trustedNetworks"] = opts.trustedNetworks;
+  const config = loadStack("dev", overrides);
+  const delivery = new MaildirDelivery(dataDir);
+  let stopped = true;
+  const env: ImapEnv = {
+    config,
+    dataDir,
+    service: undefined as unknown as RunningService,
+    port: 0,
+    tlsPort: 0,
+    ca: "",
+    caFile: path.join(dataDir, "tls", "cert.pem"),
+    async deliver(user, message) {
+      await delivery.deliverLocal([user], Buffer.isBuffer(message) ? message : Buffer.from(message));
+    },
+    async restart() {
+      await env.stop();
+      await boot();
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await env.service.close();
+    },
+    async cleanup() {
+      await env.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  const boot = async () => {
+    env.service = await startImap(config, { log: silentLogger });
+    stopped = false;
+    env.port = env.service.listeners.find((l) => l.name === "imap")!.port;
+    env.tlsPort = env.service.listeners.find((l) => l.name === "imaps")!.port;
+  };
+  await boot();
+  env.ca = await fs.readFile(env.caFile, "utf8");
+  return env;
+}
+
+/** A message with CRLF line ends. */
+export function message(subject: string, body: string[] = ["Hello."], extra: string[] = []): string {
+  return [
+    "From: Sender <sender@example.org>",
+    "To: lx@lx.com",
+    `Subject: ${subject}`,
+    "Date: Mon, 06 Jan 2025 10:00:00 +0000",
+    `Message-ID: <${subject.replace(/\W/g, "")}@example.org>`,
+    ...extra,
+    "",
+    ...body,
+    "",
+  ].join("\r\n");
+}
+
+export interface Reply {
+  /** The tagged status line, e.g. `A1 OK [READ-WRITE] SELECT completed`. */
+  status: string;
+  /** Untagged responses (each as text, literals inline) before the tagged line. */
+  untagged: string[];
+}
+
+/** A raw IMAP client: responses are read exactly as sent; literals are read inline. */
+export class RawImap {
+  private buf = Buffer.alloc(0);
+  private waiters: Array<() => void> = [];
+  private ended = false;
+  private n = 0;
+  socket!: net.Socket;
+  greeting = "";
+
+  static async connect(port: number, opts: { tls?: boolean; ca?: string; greeting?: boolean } = {}): Promise<RawImap> {
+    const c = new RawImap();
+    await new Promise<void>((resolve, reject) => {
+      const s = opts.tls
+        ? tls.connect({ port, host: "127.0.0.1", ca: opts.ca, servername: "mail.lx.com" }, resolve)
+        : net.connect({ port, host: "127.0.0.1" }, resolve);
+      s.once("error", reject);
+      c.attach(s);
+    });
+    if (opts.greeting !== false) c.greeting = await c.response();
+    return c;
+  }
+
+  attach(s: net.Socket): void {
+    this.socket = s;
+    s.on("data", (d: Buffer) => {
+      this.buf = Buffer.concat([this.buf, d]);
+      this.wake();
+    });
+    s.on("error", () => undefined);
+    s.on("close", () => {
+      this.ended = true;
+      this.wake();
+    });
+  }
+
+  /** Upgrades this connection to TLS (after STARTTLS). */
+  async startTls(ca: string): Promise<void> {
+    const plain = this.socket;
+    plain.removeAllListeners("data");
+    plain.removeAllListeners("close");
+    await new Promise<void>((resolve, reject) => {
+      const s = tls.connect({ socket: plain, ca, servername: "mail.lx.com" }, resolve);
+      s.once("error", reject);
+      this.attach(s);
+    });
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  get isClosed(): boolean {
+    return this.ended;
+  }
+
+  get unread(): string {
+    return this.buf.toString("latin1");
+  }
+
+  async waitClosed(ms = 5000): Promise<boolean> {
+    const until = Date.now() + ms;
+    while (!this.ended && Date.now() < until) {
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, 50);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+    return this.ended;
+  }
+
+  private async until(pred: () => number, timeoutMs = 10000): Promise<Buffer> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const n = pred();
+      if (n >= 0) {
+        const out = this.buf.subarray(0, n);
+        this.buf = this.buf.subarray(n);
+        return out;
+      }
+      if (this.ended) throw new Error(`connection closed; unread: ${JSON.stringify(this.unread)}`);
+      if (Date.now() > deadline) throw new Error(`timeout; unread: ${JSON.stringify(this.unread.slice(0, 2000))}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, Math.max(1, deadline - Date.now()));
+        this.waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  }
+
+  /** One response (a line plus any literals it announces), as latin1 text without the final CRLF. */
+  async response(timeoutMs?: number): Promise<string> {
+    let out = "";
+    for (;;) {
+      const line = await this.until(() => {
+        const i = this.buf.indexOf("\r\n");
+        return i < 0 ? -1 : i + 2;
+      }, timeoutMs);
+      const text = line.toString("latin1");
+      const m = /~?\{(\d+)\}\r\n$/.exec(text);
+      if (!m) return out + text.slice(0, -2);
+      const size = Number(m[1]);
+      const lit = await this.until(() => (this.buf.length >= size ? size : -1), timeoutMs);
+      out += text + lit.toString("latin1");
+    }
+  }
+
+  write(data: string | Buffer): void {
+    this.socket.write(data);
+  }
+
+  nextTag(): string {
+    return `A${++this.n}`;
+  }
+
+  /** Sends `<tag> <command>` and collects responses up to the tagged one. */
+  async cmd(command: string, timeoutMs?: number): Promise<Reply> {
+    const tag = this.nextTag();
+    this.write(`${tag} ${command}\r\n`);
+    return this.collect(tag, timeoutMs);
+  }
+
+  async collect(tag: string, timeoutMs?: number): Promise<Reply> {
+    const untagged: string[] = [];
+    for (;;) {
+      const r = await this.response(timeoutMs);
+      if (r.startsWith(`${tag} `)) return { status: r, untagged };
+      untagged.push(r);
+    }
+  }
+
+  async login(user = "lx"): Promise<Reply> {
+    const r = await this.cmd(`LOGIN ${user} ${PASSWORDS[user]}`);
+    if (!/^A\d+ OK/.test(r.status)) throw new Error(`login failed: ${r.status}`);
+    return r;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** An imapflow client for user lx on the plain port (trusted loopback, no TLS needed). */
+export function flow(env: ImapEnv, opts: Partial<ImapFlowOptions> = {}, user = "lx"): ImapFlow {
+  return new ImapFlow({
+    host: "127.0.0.1",
+    port: env.port,
+    secure: false,
+    doSTARTTLS: false,
+    auth: { user, pass: PASSWORDS[user]! },
+    logger: false,
+    ...opts,
+  } as ImapFlowOptions);
+}
+
+/** Runs a python3 script with arguments; resolves stdout (rejects with stderr on failure). */
+export function python(script: string, args: string[], timeoutMs = 20000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile("python3", ["-c", script, ...args], { timeout: timeoutMs }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${err.message}\n${stderr}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+/** Runs curl; resolves { code, stdout, stderr } without throwing on curl errors. */
+export function curl(args: string[], timeoutMs = 20000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile("curl", ["-sS", "--max-time", "15", ...args], { timeout: timeoutMs }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
