@@ -15,7 +15,7 @@ import type { MailConfig } from "../config/schema";
 import type { Authenticator, Mailbox, MailStore } from "../store/types";
 import { type CommandSpec, checkArgs, ImapError, type Result, type State } from "./command";
 import { Chunks, IRaw, type Response, type Value, writeResponse } from "./compiler";
-import { decodeMutf7, encodeMutf7 } from "./mutf7";
+import { decodeMutf7, encodeMutf7 } from "../lib/mutf7";
 import {
   type Command,
   type Frame,

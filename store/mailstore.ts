@@ -19,6 +19,7 @@
  */
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
+import { decodeMutf7, encodeMutf7 } from "../lib/mutf7";
 import { acquireIndex, flushAllIndexes, forgetIndexes, type IndexOptions } from "./index-folder";
 import { tryHoldLock, withDotlock } from "./lock";
 import { MaildirMailbox } from "./mailbox";
@@ -29,63 +30,6 @@ export { ExpungedError } from "./mailbox";
 
 export const POP3_LOCK_FILE = "mailstack-pop3.lock";
 const SUBSCRIPTIONS = "subscriptions";
-
-// ---- modified UTF-7 (RFC 3501 §5.1.3) -------------------------------------------------------
-
-/** UTF-8 (JS string) → IMAP modified UTF-7. */
-export function encodeMUtf7(s: string): string {
-  let out = "";
-  let i = 0;
-  while (i < s.length) {
-    const c = s.charCodeAt(i);
-    if (c >= 0x20 && c <= 0x7e) {
-      out += c === 0x26 ? "&-" : s[i];
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < s.length && (s.charCodeAt(j) < 0x20 || s.charCodeAt(j) > 0x7e)) j++;
-    const units = Buffer.alloc((j - i) * 2);
-    for (let k = i; k < j; k++) units.writeUInt16BE(s.charCodeAt(k), (k - i) * 2);
-    out += `&${units.toString("base64").replace(/=+$/, "").replace(/\//g, ",")}-`;
-    i = j;
-  }
-  return out;
-}
-
-/** IMAP modified UTF-7 → UTF-8, or null when `s` is not valid modified UTF-7. */
-export function decodeMUtf7(s: string): string | null {
-  let out = "";
-  let i = 0;
-  while (i < s.length) {
-    const ch = s[i]!;
-    const c = s.charCodeAt(i);
-    if (c < 0x20 || c > 0x7e) return null;
-    if (ch !== "&") {
-      out += ch;
-      i++;
-      continue;
-    }
-    const end = s.indexOf("-", i + 1);
-    if (end < 0) return null;
-    if (end === i + 1) {
-      out += "&";
-      i = end + 1;
-      continue;
-    }
-    const b64 = s.slice(i + 1, end);
-    if (!/^[A-Za-z0-9+,]+$/.test(b64)) return null;
-    const bytes = Buffer.from(b64.replace(/,/g, "/"), "base64");
-    if (bytes.length % 2 !== 0) return null;
-    let chunk = "";
-    for (let k = 0; k < bytes.length; k += 2) chunk += String.fromCharCode(bytes.readUInt16BE(k));
-    // Must not encode what could have been written directly, and must round-trip.
-    if (/[\x20-\x7e]/.test(chunk) || encodeMUtf7(chunk) !== `&${b64}-`) return null;
-    out += chunk;
-    i = end + 1;
-  }
-  return out;
-}
 
 /** Dovecot's str_tabescape: \001 → \0011, \t → \001t, \r → \001r, \n → \001n. */
 function tabEscape(s: string): string {
@@ -120,7 +64,7 @@ export class MaildirStore implements MailStore {
   private dirOf(root: string, name: string): string | null {
     const n = normalise(name);
     if (n === "INBOX") return root;
-    return folderDir(root, encodeMUtf7(n));
+    return folderDir(root, encodeMutf7(n));
   }
 
   private async exists(dir: string): Promise<boolean> {
@@ -156,7 +100,7 @@ export class MaildirStore implements MailStore {
       if (!e.isDirectory()) continue;
       const raw = folderNameFromDir(e.name);
       if (raw === null || raw.split("/").some((p) => p === "")) continue;
-      const name = decodeMUtf7(raw) ?? raw;
+      const name = decodeMutf7(raw) ?? raw;
       if (name.toUpperCase() === "INBOX") continue;
       names.push(name);
     }
@@ -280,7 +224,7 @@ export class MaildirStore implements MailStore {
       if (!line) continue;
       // Storage names: modified UTF-7; v2 separates levels with a tab, v1 with Maildir++'s ".".
       const storage = v2 ? line.split("\t").map(tabUnescape).join("/") : line.includes("/") ? line : line.split(".").join("/");
-      names.push(normalise(decodeMUtf7(storage) ?? storage));
+      names.push(normalise(decodeMutf7(storage) ?? storage));
     }
     return { v2, names: [...new Set(names)] };
   }
@@ -296,8 +240,8 @@ export class MaildirStore implements MailStore {
       }
       const list = [...set];
       const body = cur.v2
-        ? `V\t2\n\n${list.map((n) => (n === "INBOX" ? n : encodeMUtf7(n).split("/").map(tabEscape).join("\t"))).join("\n")}\n`
-        : `${list.map((n) => (n === "INBOX" ? n : encodeMUtf7(n).split("/").join("."))).join("\n")}\n`;
+        ? `V\t2\n\n${list.map((n) => (n === "INBOX" ? n : encodeMutf7(n).split("/").map(tabEscape).join("\t"))).join("\n")}\n`
+        : `${list.map((n) => (n === "INBOX" ? n : encodeMutf7(n).split("/").join("."))).join("\n")}\n`;
       const tmp = `${file}.${process.pid}.tmp`;
       await fs.writeFile(tmp, list.length === 0 && !cur.v2 ? "" : body);
       await fs.rename(tmp, file);

@@ -8,7 +8,7 @@ import { ImapError } from "../imap/command";
 import { missingUids } from "../imap/commands/vanished";
 import { compile, formatDateTime, lit, nstr, parseDate, parseDateTime, raw, str } from "../imap/compiler";
 import { bodyStructure, filterHeader, parseMime, sectionBytes } from "../imap/mime";
-import { decodeMutf7, encodeMutf7 } from "../imap/mutf7";
+import { decodeMutf7, encodeMutf7 } from "../lib/mutf7";
 import { type Frame, Framer, type FramerEvent, frameFromBytes, ParseError, parseCommand } from "../imap/parser";
 import { parseSearch } from "../imap/search";
 import { formatOrderedSet, formatSeqSet, parseSeqSet, resolveSeq, resolveUids } from "../imap/seqset";

@@ -9,7 +9,8 @@ import * as path from "node:path";
 import { MaildirDelivery } from "../store/deliver";
 import { flushAllIndexes, forgetIndexes } from "../store/index-folder";
 import { maildirRoot } from "../store/maildir";
-import { decodeMUtf7, encodeMUtf7, MaildirStore } from "../store/mailstore";
+import { decodeMutf7 as decodeMUtf7, encodeMutf7 as encodeMUtf7 } from "../lib/mutf7";
+import { MaildirStore } from "../store/mailstore";
 import { withDotlock } from "../store/lock";
 import { NoSuchFolderError, TemporaryFailure } from "../store/types";
 

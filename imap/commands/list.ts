@@ -6,7 +6,7 @@
  */
 import { AUTHENTICATED, bad, type CommandSpec } from "../command";
 import { str, type Value } from "../compiler";
-import { decodeMutf7 } from "../mutf7";
+import { decodeMutf7 } from "../../lib/mutf7";
 import { parents } from "../names";
 import { isAtom, type Token, tokenBytes } from "../parser";
 import type { Session } from "../session";
