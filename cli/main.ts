@@ -66,7 +66,7 @@ function isServeName(s: string | undefined): s is ServeName {
 }
 
 async function startService(name: ServeName, config: MailConfig, log: Logger, shared: SharedParts = {}): Promise<RunningService> {
-  return SERVICES[name]()(config, { log: log.child({ service: name }), ...shared });
+  return SERVICES[name]()(config, { log: createLogger(name, log.level), ...shared });
 }
 
 type SharedParts = Pick<StartOptions, "auth" | "store">;
