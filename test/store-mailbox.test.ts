@@ -6,12 +6,12 @@
 import { promises as fs } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { decodeMutf7 as decodeMUtf7, encodeMutf7 as encodeMUtf7 } from "../lib/mutf7";
 import { MaildirDelivery } from "../store/deliver";
 import { flushAllIndexes, forgetIndexes } from "../store/index-folder";
-import { maildirRoot } from "../store/maildir";
-import { decodeMutf7 as decodeMUtf7, encodeMutf7 as encodeMUtf7 } from "../lib/mutf7";
-import { MaildirStore } from "../store/mailstore";
 import { withDotlock } from "../store/lock";
+import { maildirRoot } from "../store/maildir";
+import { MaildirStore } from "../store/mailstore";
 import { NoSuchFolderError, TemporaryFailure } from "../store/types";
 
 let dataDir: string;
