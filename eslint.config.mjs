@@ -8,7 +8,8 @@ export default tseslint.config(
     files: ["**/*.ts"],
     languageOptions: {
       parser: tseslint.parser,
-      parserOptions: { project: "./tsconfig.json", tsconfigRootDir: import.meta.dirname },
+      // The policy pack is its own package with its own tsconfig.
+      parserOptions: { project: ["./tsconfig.json", "./policy/tsconfig.json"], tsconfigRootDir: import.meta.dirname },
     },
     plugins: { "@typescript-eslint": tseslint.plugin, "@pulumi": pulumi },
     rules: {
