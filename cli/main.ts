@@ -230,8 +230,15 @@ async function cmdQueue(args: Args): Promise<void> {
 /** Connects to the service's first listener and checks its greeting (a DNS SOA query for dns). */
 async function cmdHealth(args: Args): Promise<void> {
   const name = args.positional[1];
-  if (!isServeName(name) || name === "queue") throw new UsageError("health needs smtp, pop3, imap or dns");
+  if (!isServeName(name)) throw new UsageError("health needs smtp, pop3, imap, dns or queue");
   const config = loadConfig(args);
+  if (name === "queue") {
+    // The queue has no listener: healthy when its spool can be read.
+    const { listQueue } = require("../queue") as { listQueue(c: MailConfig): Promise<unknown[]> };
+    const n = (await listQueue(config)).length;
+    process.stdout.write(`queue healthy (${n} queued)\n`);
+    return;
+  }
   const endpointName = ({ smtp: ["smtp", "submission", "smtps"], pop3: ["pop3", "pop3s"], imap: ["imap", "imaps"], dns: ["dns"] } as const)[
     name
   ].find((e) => config.listen[e] !== null);
@@ -286,7 +293,8 @@ const USAGE = `usage: mailstack <command> [--stack NAME | --config FILE]
   hash-password              read a password on stdin, print its argon2id hash
   mail <user> [N]            list a user's INBOX, or print message N
   queue list|flush|delete ID inspect the outbound queue
-  health <dns|smtp|pop3|imap> check that a service answers
+  health <dns|smtp|pop3|imap|queue>
+                             check that a service answers
 `;
 
 export async function main(argv: string[]): Promise<void> {
