@@ -1,0 +1,230 @@
+/**
+ * mailstack's authoritative DNS server: the zones of zone.ts over UDP and TCP on `listen.dns`.
+ *
+ *   const dns = await startDns(loadStack("dev"));
+ *   // dig @127.0.0.1 -p 5353 lx.com MX +short  →  10 mail.lx.com.
+ *
+ * Port 0 asks for an ephemeral port; UDP and TCP then share one number (UDP is bound first, TCP
+ * takes the same port, and both are retried on a new one if TCP finds it taken).
+ * Serials persist under `${dataDir}/dns/` (serial.ts); when a start or `reload` changes a zone's
+ * serial, the secondaries get a NOTIFY.
+ */
+import type * as dgram from "node:dgram";
+import type * as net from "node:net";
+import { isIP } from "node:net";
+import type { Logger } from "pino";
+import { ConfigError, type ConfigProblem, type MailConfig, NAMESPACE } from "../config/schema";
+import { createLogger } from "../lib/log";
+import type { Listener, RunningService, StartOptions } from "../lib/service";
+import { Engine, type EngineStats } from "./engine";
+import { Forwarder, type HostPort, parseHostPort } from "./forward";
+import { Notifier, type NotifyResult } from "./notify";
+import { assignSerials } from "./serial";
+import { createTcpServer, listenTcp } from "./tcp";
+import { bindUdp, createUdpSocket } from "./udp";
+import { buildZones, soaOf, type Zone } from "./zone";
+
+export type { Zone, ZoneRecord } from "./zone";
+export { buildZones, renderZone } from "./zone";
+
+export interface DnsStartOptions extends StartOptions {
+  /** RFC 7766 idle timeout for TCP connections (default 30 s, BIND's tcp-idle-timeout). */
+  tcpIdleTimeoutMs?: number;
+  /** First NOTIFY retry interval (doubling) and number of tries (default 2 s, 5). */
+  notifyRetryMs?: number;
+  notifyAttempts?: number;
+  /** Per-upstream timeout when forwarding (default 2 s). */
+  forwardTimeoutMs?: number;
+  /** Clock for serials (tests). */
+  now?: () => Date;
+}
+
+export interface ReloadResult {
+  /** Zone origins whose serial changed. */
+  changed: string[];
+  /** The NOTIFY round for those zones. */
+  notified: Promise<NotifyResult[]>;
+}
+
+export interface DnsService extends RunningService {
+  name: "dns";
+  /** The zones being served, with their serials. */
+  zones(): Zone[];
+  /** Rebuilds the zones from a new config (same listeners); bumps serials and notifies as needed. */
+  reload(config: MailConfig): Promise<ReloadResult>;
+  /** The NOTIFY round started at startup (empty when no serial changed). */
+  readonly notified: Promise<NotifyResult[]>;
+  readonly stats: EngineStats;
+}
+
+/** `dns.secondaries` and `dns.upstream` as endpoints, with key-path errors for bad entries. */
+export function dnsPeers(config: MailConfig): { secondaries: HostPort[]; upstream: string[] } {
+  const problems: ConfigProblem[] = [];
+  const parse = (key: "secondaries" | "upstream") =>
+    config.dns[key].map((s, i) => {
+      const hp = parseHostPort(s);
+      if (!hp) problems.push({ path: `${NAMESPACE}:dns.${key}[${i}]`, message: `"${s}" is not "ip" or "ip:port"` });
+      return hp;
+    });
+  const secondaries = parse("secondaries").filter((s): s is HostPort => s !== null);
+  // Forwarding to ourselves would loop until every socket is used up.
+  const self = config.listen.dns;
+  parse("upstream").forEach((u, i) => {
+    if (!u || !self || self.port === 0 || u.port !== self.port) return;
+    if (u.address === self.address || self.address === "0.0.0.0" || self.address === "::")
+      problems.push({
+        path: `${NAMESPACE}:dns.upstream[${i}]`,
+        message: `"${config.dns.upstream[i]}" is this DNS server itself (listen.dns)`,
+      });
+  });
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { secondaries, upstream: config.dns.upstream };
+}
+
+const BIND_TRIES = 20;
+
+export async function startDns(config: MailConfig, opts: DnsStartOptions = {}): Promise<DnsService> {
+  const log: Logger = opts.log ?? createLogger("dns");
+  const now = opts.now ?? (() => new Date());
+  let { secondaries, upstream } = dnsPeers(config);
+  const initial = await assignSerials(config.dataDir, buildZones(config), now());
+  let zones = initial.zones;
+
+  const makeEngine = (c: MailConfig, z: Zone[], peers: { secondaries: HostPort[]; upstream: string[] }) =>
+    new Engine(z, {
+      log,
+      trustedNetworks: c.trustedNetworks,
+      secondaries: peers.secondaries,
+      forwarder: new Forwarder(peers.upstream, opts.forwardTimeoutMs ?? 2000),
+      rateLimit: c.dns.rateLimit,
+      onResponse: (msg, from) => notifier.onResponse(msg, from),
+    });
+  let engine = makeEngine(config, zones, { secondaries, upstream });
+  let handler = engine.handle.bind(engine);
+  const handle = () => handler;
+
+  const endpoint = config.listen.dns;
+  const sockets: dgram.Socket[] = [];
+
+  // NOTIFY goes out from the server socket when the family matches (the secondary knows that
+  // address as its primary), else from a socket of the right family.
+  const side = new Map<4 | 6, dgram.Socket>();
+  const sendNotify = (msg: Buffer, to: HostPort) => {
+    const fam = isIP(to.address) === 6 ? 6 : 4;
+    let sock = sockets.find((s) => (s.address().family === "IPv6" ? 6 : 4) === fam);
+    if (!sock) {
+      sock = side.get(fam);
+      if (!sock) {
+        sock = createUdpSocket(fam === 6 ? "::" : "0.0.0.0", handle, log);
+        sock.bind(0);
+        side.set(fam, sock);
+      }
+    }
+    sock.send(msg, to.port, to.address);
+  };
+  const notifier = new Notifier(sendNotify, log, { retryMs: opts.notifyRetryMs ?? 2000, attempts: opts.notifyAttempts ?? 5 });
+
+  let tcp: { server: net.Server; sockets: Set<net.Socket> } | null = null;
+  const listeners: Listener[] = [];
+
+  if (endpoint) {
+    let lastErr: unknown;
+    for (let attempt = 0; attempt < (endpoint.port === 0 ? BIND_TRIES : 1); attempt++) {
+      const udp = createUdpSocket(endpoint.address, handle, log);
+      const t = createTcpServer(
+        handle,
+        {
+          idleTimeoutMs: opts.tcpIdleTimeoutMs ?? 30_000,
+          maxConnections: config.limits.maxConnections,
+          connectionsPerClient: config.limits.connectionsPerClient,
+        },
+        log,
+      );
+      try {
+        const port = await bindUdp(udp, endpoint.address, endpoint.port);
+        await listenTcp(t.server, endpoint.address, port);
+        sockets.push(udp);
+        tcp = t;
+        listeners.push({ name: "dns", address: endpoint.address, port, protocol: "tcp+udp" });
+        break;
+      } catch (err) {
+        lastErr = err;
+        try {
+          udp.close();
+        } catch {
+          // never bound
+        }
+        t.server.close();
+        if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE") break;
+      }
+    }
+    if (!tcp) {
+      const e = lastErr as NodeJS.ErrnoException;
+      throw new Error(`DNS cannot listen on ${endpoint.address} port ${endpoint.port} (listen.dns): ${e?.message ?? e}`);
+    }
+  } else {
+    log.info("listen.dns is off: the DNS server is not started");
+  }
+
+  const notifyChanged = (changed: string[]): Promise<NotifyResult[]> => {
+    if (changed.length === 0 || secondaries.length === 0 || !endpoint) return Promise.resolve([]);
+    return Promise.all(
+      changed.map((origin) => {
+        const z = zones.find((x) => x.origin === origin)!;
+        return notifier.notify(origin, soaOf(z), secondaries);
+      }),
+    ).then((r) => r.flat());
+  };
+
+  for (const z of zones) log.info({ zone: z.origin, serial: soaOf(z).data.serial, records: z.records.length }, "zone loaded");
+  if (listeners[0]) log.info({ address: listeners[0].address, port: listeners[0].port }, "DNS listening (UDP and TCP)");
+  const notified = notifyChanged(initial.changed);
+
+  let reloading: Promise<unknown> = Promise.resolve();
+  const doReload = async (next: MailConfig): Promise<ReloadResult> => {
+    const peers = dnsPeers(next);
+    const built = await assignSerials(next.dataDir, buildZones(next), now());
+    const stats = engine.stats;
+    zones = built.zones;
+    secondaries = peers.secondaries;
+    upstream = peers.upstream;
+    engine = makeEngine(next, zones, peers);
+    handler = engine.handle.bind(engine);
+    Object.assign(engine.stats, stats);
+    for (const origin of built.changed)
+      log.info({ zone: origin, serial: soaOf(zones.find((z) => z.origin === origin)!).data.serial }, "zone changed");
+    return { changed: built.changed, notified: notifyChanged(built.changed) };
+  };
+
+  let closing: Promise<void> | null = null;
+  const service: DnsService = {
+    name: "dns",
+    listeners,
+    notified,
+    get stats() {
+      return engine.stats;
+    },
+    zones: () => zones,
+    reload(next: MailConfig): Promise<ReloadResult> {
+      // One reload at a time: each reads and rewrites the serial file.
+      const run = reloading.then(() => doReload(next));
+      reloading = run.catch(() => {});
+      return run;
+    },
+    close() {
+      closing ??= (async () => {
+        notifier.close();
+        const closeUdp = (s: dgram.Socket) => new Promise<void>((r) => s.close(() => r()));
+        await Promise.all([...sockets, ...side.values()].map((s) => closeUdp(s).catch(() => {})));
+        if (tcp) {
+          const t = tcp;
+          const done = new Promise<void>((r) => t.server.close(() => r()));
+          for (const s of t.sockets) s.destroy();
+          await done;
+        }
+      })();
+      return closing;
+    },
+  };
+  return service;
+}
