@@ -55,7 +55,15 @@ function need(v: string | undefined, flag: string): string {
   return v;
 }
 
-class UsageError extends Error {}
+/** A mistake in what the user asked for (exit 64). `showUsage` adds the command summary. */
+class UsageError extends Error {
+  constructor(
+    message: string,
+    readonly showUsage = true,
+  ) {
+    super(message);
+  }
+}
 
 function loadConfig(args: Args): MailConfig {
   return loadStack(args.config ?? args.stack);
@@ -97,6 +105,30 @@ function closeOnSignal(services: RunningService[], log: Logger, after?: () => Pr
   process.on("SIGTERM", () => void stop("SIGTERM"));
 }
 
+/**
+ * SIGHUP re-reads the stack and hands it to every service that can reload (DNS: a changed zone
+ * gets a new serial and NOTIFY goes out). A bad config is logged and the running one kept.
+ */
+function reloadOnHangup(services: RunningService[], args: Args, log: Logger): void {
+  process.on("SIGHUP", async () => {
+    let next: MailConfig;
+    try {
+      next = loadConfig(args);
+    } catch (err) {
+      log.error({ err: (err as Error).message }, "reload refused: config invalid, keeping the running one");
+      return;
+    }
+    for (const s of services) {
+      const r = (s as RunningService & { reload?: (c: MailConfig) => Promise<unknown> }).reload;
+      if (r)
+        await r.call(s, next).then(
+          (result) => log.info({ service: s.name, result }, "reloaded"),
+          (err) => log.error({ service: s.name, err: (err as Error).message }, "reload failed"),
+        );
+    }
+  });
+}
+
 async function cmdStart(args: Args): Promise<void> {
   const config = loadConfig(args);
   const log = createLogger("mailstack");
@@ -113,6 +145,7 @@ async function cmdStart(args: Args): Promise<void> {
     `mailstack is running for ${config.domain} (stack ${args.config ?? args.stack}, data in ${config.dataDir}):\n${lines.join("\n")}\nPress Ctrl-C to stop.\n`,
   );
   closeOnSignal(services, log, () => (shared.store as import("../store/mailstore").MaildirStore).flush());
+  reloadOnHangup(services, args, log);
 }
 
 async function cmdServe(args: Args): Promise<void> {
@@ -123,6 +156,7 @@ async function cmdServe(args: Args): Promise<void> {
   const svc = await startService(name, config, log);
   log.info({ listeners: svc.listeners }, "listening");
   closeOnSignal([svc], log);
+  reloadOnHangup([svc], args, log);
 }
 
 function cmdCheck(args: Args): void {
@@ -178,19 +212,25 @@ async function cmdMail(args: Args): Promise<void> {
   const user = args.positional[1];
   if (!user) throw new UsageError("mail needs a user name");
   const config = loadConfig(args);
+  // A user, `user@domain` or an alias (bin → the admin), as mail to that name would be delivered.
+  const { Aliases } = require("../store/aliases") as typeof import("../store/aliases");
+  const route = new Aliases(config).route(user.includes("@") ? user : `${user}@${config.domain}`);
+  if (route.kind !== "local" || route.users.length !== 1)
+    throw new UsageError(`no such user "${user}" in ${config.domain} (users: ${config.users.map((u) => u.name).join(", ")})`, false);
+  const owner = route.users[0]!;
   const { MaildirStore } = require("../store/mailstore") as typeof import("../store/mailstore");
   const store = new MaildirStore(config.dataDir);
-  const box = await store.open(user.toLowerCase(), "INBOX");
+  const box = await store.open(owner, "INBOX");
   try {
     const msgs = box.messages();
     const n = args.positional[2];
     if (n !== undefined) {
       const info = msgs[Number(n) - 1];
-      if (!info) throw new UsageError(`no message ${n} (${msgs.length} in ${user}'s INBOX)`);
+      if (!info) throw new UsageError(`no message ${n} (${msgs.length} in ${owner}'s INBOX)`, false);
       process.stdout.write((await box.read(info.uid)).toString("utf8").replace(/\r\n/g, "\n"));
       return;
     }
-    process.stdout.write(`${user}'s INBOX: ${msgs.length} message(s)\n`);
+    process.stdout.write(`${owner}'s INBOX: ${msgs.length} message(s)\n`);
     for (const [i, info] of msgs.entries()) {
       const head = (await box.read(info.uid)).subarray(0, 16384).toString("utf8");
       const header = (name: string) =>
@@ -222,7 +262,7 @@ async function cmdQueue(args: Args): Promise<void> {
   } else if (sub === "delete") {
     const id = args.positional[2];
     if (!id) throw new UsageError("queue delete needs a queue id");
-    if (!(await q.deleteQueued(config, id))) throw new UsageError(`no queued message ${id}`);
+    if (!(await q.deleteQueued(config, id))) throw new UsageError(`no queued message ${id}`, false);
     process.stdout.write(`deleted ${id}\n`);
   } else throw new UsageError("queue needs list, flush or delete ID");
 }
@@ -298,6 +338,11 @@ const USAGE = `usage: mailstack <command> [--stack NAME | --config FILE]
 `;
 
 export async function main(argv: string[]): Promise<void> {
+  // `mailstack mail lx | head` closes our stdout early: that is not an error.
+  process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") process.exit(0);
+    throw err;
+  });
   try {
     const args = parseArgs(argv);
     switch (args.positional[0]) {
@@ -325,7 +370,7 @@ export async function main(argv: string[]): Promise<void> {
     }
   } catch (err) {
     if (err instanceof ConfigError) process.stderr.write(`mailstack: ${err.message}\n`);
-    else if (err instanceof UsageError) process.stderr.write(`mailstack: ${err.message}\n\n${USAGE}`);
+    else if (err instanceof UsageError) process.stderr.write(`mailstack: ${err.message}\n${err.showUsage ? `\n${USAGE}` : ""}`);
     else process.stderr.write(`mailstack: ${(err as Error).stack ?? String(err)}\n`);
     process.exit(err instanceof ConfigError ? 78 : err instanceof UsageError ? 64 : 1);
   }

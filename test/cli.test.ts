@@ -1,6 +1,6 @@
 /** The `mailstack` command as a user runs it: a real child process for every subcommand. */
 import { execFile, spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { promisify } from "node:util";
@@ -65,6 +65,12 @@ describe("mailstack CLI", () => {
     expect(list.stdout).toMatch(/N\s+1 root@lx\.com .* to bin/);
     const one = await run(process.execPath, [BIN, "mail", "lx", "1", "--config", file]);
     expect(one.stdout).toContain("Subject: to bin\nDate: Sat, 28 Nov 2026 08:00:00 +0000\n\nthe body\n");
+    const alias = await run(process.execPath, [BIN, "mail", "bin", "--config", file]);
+    expect(alias.stdout).toMatch(/^lx's INBOX: 1 message/);
+    const ghost = await run(process.execPath, [BIN, "mail", "ghost", "--config", file]).catch((e) => e);
+    expect(ghost.code).toBe(64);
+    expect(ghost.stderr).toBe('mailstack: no such user "ghost" in lx.com (users: lx, lei)\n');
+    expect(existsSync(path.join(dataDir, "mail", "ghost"))).toBe(false);
     const missing = await run(process.execPath, [BIN, "mail", "lx", "7", "--config", file]).catch((e) => e);
     expect(missing.code).toBe(64);
     expect(missing.stderr).toMatch(/no message 7 \(1 in lx's INBOX\)/);
@@ -110,5 +116,44 @@ describe("mailstack CLI", () => {
     }
     const code = await new Promise((r) => child.on("close", (c) => r(c)));
     expect(code).toBe(0);
+  });
+
+  it("SIGHUP reloads the stack: a changed zone gets a new serial", async () => {
+    const { file } = stackCopy();
+    const child = spawn(process.execPath, [BIN, "serve", "dns", "--config", file], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (d) => (out += d));
+    const waitFor = (re: RegExp) =>
+      new Promise<RegExpMatchArray>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`timed out waiting for ${re}:\n${out}`)), 20000);
+        const check = () => {
+          const m = out.match(re);
+          if (m) {
+            clearTimeout(timer);
+            child.stdout.off("data", check);
+            resolve(m);
+          }
+        };
+        child.stdout.on("data", check);
+        check();
+      });
+    try {
+      const port = Number((await waitFor(/"port":(\d+)/))[1]);
+      const soa = async () => (await run("dig", ["+short", "-p", String(port), "@127.0.0.1", "lx.com", "SOA"])).stdout.split(" ")[2];
+      const before = Number(await soa());
+      const doc = readFileSync(file, "utf8").replace(
+        "mailstack:dns:",
+        "mailstack:dns:\n    records: [{name: extra, type: TXT, value: added-by-reload}]",
+      );
+      writeFileSync(file, doc.replace(/(\s+)dns: 0/, `$1dns: ${port}`));
+      child.kill("SIGHUP");
+      await waitFor(/"msg":"reloaded"/);
+      expect(Number(await soa())).toBeGreaterThan(before);
+      const txt = await run("dig", ["+short", "-p", String(port), "@127.0.0.1", "extra.lx.com", "TXT"]);
+      expect(txt.stdout.trim()).toBe('"added-by-reload"');
+    } finally {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.on("close", r));
+    }
   });
 });
