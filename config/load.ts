@@ -1,8 +1,9 @@
 /** Reads a stack file from disk and hands it to the schema. The only place that touches stacks/. */
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { parse as parseYaml } from "yaml";
-import { ConfigError, type MailConfig, parseConfig } from "./schema";
+import { ConfigError, type ConfigProblem, type MailConfig, parseConfig } from "./schema";
 
 export const REPO_ROOT = path.resolve(__dirname, "..");
 export const STACKS_DIR = path.join(REPO_ROOT, "stacks");
@@ -30,7 +31,46 @@ export function readStackConfig(file: string): Record<string, unknown> {
 export function loadStack(stackOrFile: string, overrides: Partial<Record<string, unknown>> = {}): MailConfig {
   const file = /[/]|\.(ya?ml|json)$/.test(stackOrFile) ? stackOrFile : stackFile(stackOrFile);
   const raw = { ...readStackConfig(file), ...overrides };
-  const config = parseConfig(raw, path.relative(process.cwd(), file) || file);
+  const rel = path.relative(process.cwd(), file);
+  const source = rel && !rel.startsWith("..") ? rel : file;
+  const config = parseConfig(raw, source);
   config.dataDir = path.resolve(REPO_ROOT, config.dataDir);
+  const problems = checkTlsMaterial(config);
+  if (problems.length > 0) throw new ConfigError(problems, source);
   return config;
+}
+
+/** The certificate and key must exist, parse as PEM, and belong together. */
+export function checkTlsMaterial(config: MailConfig): ConfigProblem[] {
+  const t = config.tls;
+  const problems: ConfigProblem[] = [];
+  const read = (key: "certFile" | "keyFile", file: string): string | undefined => {
+    try {
+      return readFileSync(file, "utf8");
+    } catch (err) {
+      problems.push({ path: `mailstack:tls.${key}`, message: `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? err}` });
+      return undefined;
+    }
+  };
+  const cert = typeof t.cert === "string" ? t.cert : t.certFile ? read("certFile", t.certFile) : undefined;
+  const key = typeof t.key === "string" ? t.key : t.keyFile ? read("keyFile", t.keyFile) : undefined;
+  const certKey = t.cert !== undefined ? "cert" : "certFile";
+  const keyKey = t.key !== undefined ? "key" : "keyFile";
+  let x509: X509Certificate | undefined;
+  if (cert !== undefined) {
+    try {
+      x509 = new X509Certificate(cert);
+    } catch {
+      problems.push({ path: `mailstack:tls.${certKey}`, message: "is not a PEM certificate" });
+    }
+  }
+  if (key !== undefined) {
+    try {
+      const pk = createPrivateKey(key);
+      if (x509 && !x509.checkPrivateKey(pk)) problems.push({ path: `mailstack:tls.${keyKey}`, message: "does not match the certificate" });
+    } catch {
+      problems.push({ path: `mailstack:tls.${keyKey}`, message: "is not a PEM private key" });
+    }
+  }
+  return problems;
 }

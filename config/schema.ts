@@ -326,16 +326,74 @@ export function parseConfig(raw: Record<string, unknown>, source?: string): Mail
     else if (!k.includes(":")) unprefixed[k] = v;
   }
   const result = rawSchema.safeParse(unprefixed);
-  if (!result.success) {
-    throw new ConfigError(
-      result.error.issues.flatMap((i) => flattenIssue(i, [])),
-      source,
-    );
+  if (result.success) {
+    const problems: ConfigProblem[] = [];
+    const config = resolve(result.data, problems);
+    if (problems.length > 0) throw new ConfigError(problems, source);
+    return config;
   }
-  const problems: ConfigProblem[] = [];
-  const config = resolve(result.data, problems);
-  if (problems.length > 0) throw new ConfigError(problems, source);
-  return config;
+  // Report every problem at once: set the malformed parts aside, check the rest as a whole
+  // (open relays, duplicate users, alias loops, ...), and list both kinds together.
+  const problems = result.error.issues.flatMap((i) => flattenIssue(i, []));
+  const repaired = repair(unprefixed, result.error.issues);
+  const second = rawSchema.safeParse(repaired.value);
+  if (second.success) {
+    const more: ConfigProblem[] = [];
+    resolve(second.data, more);
+    const masked = repaired.masked.map((k) => keyPath([k]));
+    for (const m of more) {
+      const p = { ...m, path: repaired.original(m.path) };
+      const isMasked = masked.some((k) => p.path === k || p.path.startsWith(`${k}.`) || p.path.startsWith(`${k}[`));
+      if (!isMasked && !problems.some((q) => q.path === p.path)) problems.push(p);
+    }
+  }
+  throw new ConfigError(problems, source);
+}
+
+/** Stand-ins for required keys whose value is malformed, so the rest can still be checked. */
+const PLACEHOLDERS: Record<string, unknown> = { domain: "invalid.invalid", publicAddress: "192.0.2.1", dataDir: "/nonexistent" };
+
+/**
+ * The raw config without its malformed parts: bad array elements are dropped, other bad keys
+ * fall back to their default (or a placeholder when required). `masked` lists the top-level
+ * keys whose checks would be about the stand-in rather than the user's value.
+ */
+function repair(
+  raw: Record<string, unknown>,
+  issues: z.core.$ZodIssue[],
+): { value: Record<string, unknown>; masked: string[]; original: (path: string) => string } {
+  const value: Record<string, unknown> = { ...raw };
+  const masked = new Set<string>();
+  const dropped = new Map<string, Set<number>>();
+  for (const issue of issues) {
+    const [key, index] = issue.path;
+    if (typeof key !== "string") continue;
+    if (Array.isArray(raw[key]) && typeof index === "number") {
+      if (!dropped.has(key)) dropped.set(key, new Set());
+      dropped.get(key)!.add(index);
+    } else if (issue.code === "unrecognized_keys" && issue.path.length === 0) {
+      for (const k of issue.keys) delete value[k];
+    } else {
+      masked.add(key);
+      if (key in PLACEHOLDERS) value[key] = PLACEHOLDERS[key];
+      else delete value[key];
+    }
+  }
+  const kept = new Map<string, number[]>();
+  for (const [key, indexes] of dropped) {
+    if (masked.has(key)) continue;
+    const positions = (raw[key] as unknown[]).map((_, i) => i).filter((i) => !indexes.has(i));
+    kept.set(key, positions);
+    value[key] = positions.map((i) => (raw[key] as unknown[])[i]);
+  }
+  if (masked.has("publicAddress")) masked.add("dns");
+  /** A path in the repaired config → the same element's path in the user's config. */
+  const original = (path: string) =>
+    path.replace(/^([^:]+:)([A-Za-z]+)\[(\d+)\]/, (whole, ns: string, key: string, i: string) => {
+      const positions = kept.get(key);
+      return positions ? `${ns}${key}[${positions[Number(i)]}]` : whole;
+    });
+  return { value, masked: [...masked], original };
 }
 
 /** Unions report the most specific branch's problem, so `listen.smtp: 70000` says "≤ 65535". */

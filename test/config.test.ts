@@ -1,5 +1,5 @@
-import { execFile } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { execFile, execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { promisify } from "node:util";
@@ -147,6 +147,26 @@ describe("bad config names the key and the reason", () => {
     expect(found.map((p) => p.path).sort()).toEqual(["mailstack:domain", "mailstack:listen.smtp", "mailstack:trustedNetworks[0]"]);
   });
 
+  it("lists format problems and whole-config problems together", () => {
+    const found = problems({
+      "mailstack:domain": "bad domain",
+      "mailstack:trustedNetworks": ["0.0.0.0/0", "10.0.0.0/33", "::/0"],
+      "mailstack:users": [{ name: "lx", passwordHash: "$6$a$b" }, { name: "lei" }],
+      "mailstack:aliases": { a: "b", b: "a", c: "ghost" },
+      "mailstack:listen": { smtp: 70000 },
+    });
+    expect(found.map((p) => p.path).sort()).toEqual([
+      "mailstack:aliases.a",
+      "mailstack:aliases.c[0]",
+      "mailstack:domain",
+      "mailstack:listen.smtp",
+      "mailstack:trustedNetworks[0]",
+      "mailstack:trustedNetworks[1]",
+      "mailstack:trustedNetworks[2]",
+      "mailstack:users[1]",
+    ]);
+  });
+
   it("the CLI refuses bad config before starting, naming the key", async () => {
     const dir = mkdtempSync(path.join(tmpdir(), "mailstack-cfg-"));
     const file = path.join(dir, "Pulumi.bad.yaml");
@@ -161,6 +181,38 @@ describe("bad config names the key and the reason", () => {
     expect(err?.code).toBe(78);
     expect(err?.stderr).toMatch(/mailstack:trustedNetworks\[0\]: 0\.0\.0\.0\/0 trusts every address/);
     expect(err?.stderr).toMatch(/mailstack:users\[0\]: user "lx" has no password/);
+  });
+});
+
+describe("TLS material", () => {
+  const pem = (args: string[]) => execFileSync("openssl", args, { encoding: "utf8" });
+  it("refuses missing, malformed and mismatched certificate files, naming the key", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "mailstack-tls-"));
+    const key1 = path.join(dir, "k1.pem");
+    const key2 = path.join(dir, "k2.pem");
+    const cert1 = path.join(dir, "c1.pem");
+    pem(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key1]);
+    pem(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key2]);
+    pem(["req", "-new", "-x509", "-key", key1, "-subj", "/CN=mail.lx.com", "-days", "2", "-out", cert1]);
+    const withTls = (tls: Record<string, string>) => {
+      try {
+        loadStack("dev", { "mailstack:tls": tls });
+        return [];
+      } catch (err) {
+        return (err as ConfigError).problems;
+      }
+    };
+    expect(withTls({ certFile: cert1, keyFile: key1 })).toEqual([]);
+    expect(withTls({ certFile: "/nonexistent/cert.pem", keyFile: key1 })).toEqual([
+      { path: "mailstack:tls.certFile", message: "cannot read /nonexistent/cert.pem: ENOENT" },
+    ]);
+    expect(withTls({ certFile: key1, keyFile: key1 })).toEqual([{ path: "mailstack:tls.certFile", message: "is not a PEM certificate" }]);
+    expect(withTls({ certFile: cert1, keyFile: key2 })).toEqual([
+      { path: "mailstack:tls.keyFile", message: "does not match the certificate" },
+    ]);
+    expect(withTls({ cert: readFileSync(cert1, "utf8"), key: "not a key" })).toEqual([
+      { path: "mailstack:tls.key", message: "is not a PEM private key" },
+    ]);
   });
 });
 
