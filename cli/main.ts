@@ -77,13 +77,14 @@ async function startService(name: ServeName, config: MailConfig, log: Logger, sh
   return SERVICES[name]()(config, { log: createLogger(name, log.level), ...shared });
 }
 
-type SharedParts = Pick<StartOptions, "auth" | "store">;
+type SharedParts = Pick<StartOptions, "auth" | "store" | "quota">;
 
 /** One user database and one mail store for every service of a single process. */
 function sharedParts(config: MailConfig): SharedParts {
   const { UserDb } = require("../store/users") as typeof import("../store/users");
   const { MaildirStore } = require("../store/mailstore") as typeof import("../store/mailstore");
-  return { auth: new UserDb(config), store: new MaildirStore(config.dataDir) };
+  const { QuotaTracker } = require("../store/quota") as typeof import("../store/quota");
+  return { auth: new UserDb(config), store: new MaildirStore(config.dataDir), quota: new QuotaTracker(config.dataDir, config.users) };
 }
 
 function describe(svc: RunningService): string[] {

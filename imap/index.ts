@@ -13,6 +13,7 @@ import type { Listener, RunningService, StartOptions } from "../lib/service";
 import { clientKey } from "../lib/throttle";
 import { loadTls } from "../lib/tls";
 import { MaildirStore } from "../store/mailstore";
+import { QuotaTracker } from "../store/quota";
 import type { Authenticator, MailStore } from "../store/types";
 import { UserDb } from "../store/users";
 import { commandRegistry } from "./commands";
@@ -21,6 +22,8 @@ import { type ServerContext, Session } from "./session";
 export interface ImapStartOptions extends StartOptions {
   store?: MailStore;
   auth?: Authenticator;
+  /** Quota usage of the users' Maildirs (default: one for dataDir; share it with SMTP in one process). */
+  quota?: QuotaTracker;
 }
 
 export async function startImap(config: MailConfig, opts: ImapStartOptions = {}): Promise<RunningService> {
@@ -32,6 +35,7 @@ export async function startImap(config: MailConfig, opts: ImapStartOptions = {})
     config,
     store: opts.store ?? ownStore!,
     auth: opts.auth ?? new UserDb(config),
+    quota: opts.quota ?? new QuotaTracker(config.dataDir, config.users),
     log,
     secureContext,
     isTrusted: networkMatcher(config.trustedNetworks),

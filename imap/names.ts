@@ -1,7 +1,8 @@
 /** Mailbox-name rules shared by the commands that take names. */
+
+import { encodeMutf7 } from "../lib/mutf7";
 import { folderDir } from "../store/maildir";
 import { ImapError } from "./command";
-import { encodeMutf7 } from "../lib/mutf7";
 
 /**
  * Refuses names that could escape the user's Maildir or cannot be stored (`..`, absolute paths,

@@ -23,7 +23,11 @@ export interface FramerLimits {
   maxLine: number;
   /** Largest literal, and largest sum of literals in one command. */
   maxLiteral: number;
-  /** Largest non-synchronizing literal (4096 under LITERAL-, RFC 7888 §5). */
+  /**
+   * Largest non-synchronizing literal the framer will read (4096 under LITERAL-, RFC 7888 §5).
+   * One above `maxLiteral` but within this is refused and its bytes skipped unread; one above
+   * this cannot be skipped safely and is fatal.
+   */
   maxNonSync: number;
   /** Most literals in one command. */
   maxLiterals: number;
@@ -181,11 +185,25 @@ export class Framer {
     const nonSync = m[3] === "+";
     if (!this.discarding) this.segments.push(line);
     if (nonSync) {
-      if (this.discarding || size > this.limits.maxNonSync || this.literalTotal + size > this.limits.maxLiteral) {
-        // The data is on its way and we will not take it; we cannot find the next command safely.
+      if (size > this.limits.maxNonSync) {
+        // The data is on its way and more than we agreed to read; we cannot find the next
+        // command safely.
         const tag = this.tag;
         this.finish();
         return { type: "fatal", tag, text: `Non-synchronizing literal too big (${size} bytes)` };
+      }
+      if (this.discarding) {
+        // The command is already refused: skip these bytes (their number is known) unread.
+        this.skipLiteral(size);
+        return null;
+      }
+      if (this.literalTotal + size > this.limits.maxLiteral) {
+        const tag = this.tag;
+        this.discarding = true;
+        this.segments = [];
+        this.literals = [];
+        this.skipLiteral(size);
+        return { type: "reject", tag, status: "NO", code: "TOOBIG", text: `Literal too big (${size} bytes)` };
       }
     } else {
       if (this.discarding) {
@@ -216,6 +234,12 @@ export class Framer {
       this.mode = "literal";
     }
     return nonSync ? null : { type: "continue", size };
+  }
+
+  /** Reads the next `size` bytes as literal data without keeping them (discarding mode). */
+  private skipLiteral(size: number): void {
+    this.literalLeft = size;
+    if (size > 0) this.mode = "literal";
   }
 
   private finish(): void {

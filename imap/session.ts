@@ -12,10 +12,11 @@ import type * as net from "node:net";
 import * as tls from "node:tls";
 import type { Logger } from "pino";
 import type { MailConfig } from "../config/schema";
+import { decodeMutf7, encodeMutf7 } from "../lib/mutf7";
+import type { QuotaTracker } from "../store/quota";
 import type { Authenticator, Mailbox, MailStore } from "../store/types";
 import { type CommandSpec, checkArgs, ImapError, type Result, type State } from "./command";
 import { Chunks, IRaw, type Response, type Value, writeResponse } from "./compiler";
-import { decodeMutf7, encodeMutf7 } from "../lib/mutf7";
 import {
   type Command,
   type Frame,
@@ -32,13 +33,21 @@ import { flagsKey, SelectedView } from "./view";
 
 export const SYSTEM_FLAGS = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"];
 
-/** Before login: RFC 7888 §5 LITERAL- (non-synchronizing literals up to 4096 bytes). */
-export const PREAUTH_LIMITS: FramerLimits = { maxLine: 1024, maxLiteral: 4096, maxNonSync: 4096, maxLiterals: 4 };
+/**
+ * Before login, input stays small (RFC 9051 §11.2 spirit; Dovecot caps pre-login input too):
+ * lines and literals up to 1024 bytes. A bigger synchronizing literal gets a tagged NO [TOOBIG]
+ * and no `+`. A bigger non-synchronizing one that LITERAL- allows (RFC 7888 §5: up to 4096) is
+ * refused the same way and its announced bytes are skipped unread; one above 4096 breaks
+ * LITERAL- and ends the connection (BAD [TOOBIG], BYE).
+ */
+export const PREAUTH_LIMITS: FramerLimits = { maxLine: 1024, maxLiteral: 1024, maxNonSync: 4096, maxLiterals: 4 };
 
 export interface ServerContext {
   config: MailConfig;
   store: MailStore;
   auth: Authenticator;
+  /** Per-user quotas (`users[].quota`): APPEND and COPY that do not fit get NO [OVERQUOTA]. */
+  quota: QuotaTracker;
   log: Logger;
   /** For STARTTLS; null when TLS is not available. */
   secureContext: tls.SecureContext | null;

@@ -1,6 +1,7 @@
 /** What every service's `start()` returns, so the CLI, the tests and the containers treat them alike. */
 import type { Logger } from "pino";
 import type { MailConfig } from "../config/schema";
+import type { QuotaTracker } from "../store/quota";
 import type { Authenticator, MailStore } from "../store/types";
 
 export interface Listener {
@@ -25,6 +26,8 @@ export interface StartOptions {
   auth?: Authenticator;
   /** Shared by every service of one process, so they share one folder index. */
   store?: MailStore;
+  /** Shared by SMTP and IMAP in one process, so quota reservations see each other. */
+  quota?: QuotaTracker;
 }
 
 export type StartService = (config: MailConfig, opts?: StartOptions) => Promise<RunningService>;

@@ -3,6 +3,7 @@ import type { SecureContext } from "node:tls";
 import type { Logger } from "pino";
 import type { MailConfig } from "../config/schema";
 import type { EnqueueRequest } from "../queue/spool";
+import type { QuotaTracker } from "../store/quota";
 import type { Authenticator, Delivery } from "../store/types";
 import type { Policy } from "./policy";
 
@@ -27,6 +28,8 @@ export interface SmtpContext {
   auth: Authenticator;
   delivery: Delivery;
   spool: OutboundQueue;
+  /** Per-user quotas (`users[].quota`), checked at RCPT and at the end of DATA. */
+  quota: QuotaTracker;
   /** null: no TLS (STARTTLS not offered). */
   secureContext: SecureContext | null;
   resolver: ReverseResolver | null;

@@ -60,5 +60,7 @@ export const R = {
   needHelo: () => reply(503, "5.5.1", "Error: send HELO/EHLO first"),
   needTls: () => reply(530, "5.7.0", "Must issue a STARTTLS command first"),
   needAuth: () => reply(530, "5.7.0", "Authentication required"),
+  /** A mailbox at or over its quota (RFC 3463 X.2.2), as Postfix virtual and Dovecot LMTP answer. */
+  mailboxFull: (address: string) => reply(552, "5.2.2", `<${address}>: Mailbox full`),
   tempFailure: () => reply(451, "4.3.0", "Error: temporary failure storing the message, try again later"),
 } as const;

@@ -14,6 +14,7 @@ import { loadTls, type TlsMaterial } from "../lib/tls";
 import { Spool } from "../queue/spool";
 import { MaildirDelivery } from "../store/deliver";
 import { ensureUserMaildir } from "../store/maildir";
+import { QuotaTracker } from "../store/quota";
 import type { Authenticator, Delivery } from "../store/types";
 import { UserDb } from "../store/users";
 import type { ListenerKind, OutboundQueue, SmtpContext } from "./context";
@@ -31,6 +32,8 @@ export interface SmtpOptions extends StartOptions {
   auth?: Authenticator;
   /** Certificate and key (default: lib/tls.ts loadTls). `false` runs without TLS (no STARTTLS, no smtps). */
   tls?: TlsMaterial | false;
+  /** Quota usage of the users' Maildirs (default: one for dataDir; share it with IMAP in one process). */
+  quota?: QuotaTracker;
 }
 
 const KINDS: ListenerKind[] = ["smtp", "submission", "smtps"];
@@ -60,6 +63,7 @@ export async function startSmtpServer(config: MailConfig, opts: SmtpOptions = {}
     auth: opts.auth ?? new UserDb(config),
     delivery: opts.delivery ?? new MaildirDelivery(config.dataDir),
     spool: opts.spool ?? new Spool(config),
+    quota: opts.quota ?? new QuotaTracker(config.dataDir, config.users),
     secureContext,
     resolver: createReverseResolver(config, log),
     maxLine: MAX_COMMAND_LINE,

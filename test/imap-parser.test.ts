@@ -8,10 +8,10 @@ import { ImapError } from "../imap/command";
 import { missingUids } from "../imap/commands/vanished";
 import { compile, formatDateTime, lit, nstr, parseDate, parseDateTime, raw, str } from "../imap/compiler";
 import { bodyStructure, filterHeader, parseMime, sectionBytes } from "../imap/mime";
-import { decodeMutf7, encodeMutf7 } from "../lib/mutf7";
 import { type Frame, Framer, type FramerEvent, frameFromBytes, ParseError, parseCommand } from "../imap/parser";
 import { parseSearch } from "../imap/search";
 import { formatOrderedSet, formatSeqSet, parseSeqSet, resolveSeq, resolveUids } from "../imap/seqset";
+import { decodeMutf7, encodeMutf7 } from "../lib/mutf7";
 
 const LIMITS = { maxLine: 200, maxLiteral: 1000, maxNonSync: 100, maxLiterals: 5 };
 
@@ -85,10 +85,27 @@ describe("Framer", () => {
     expect(ev).toEqual([{ type: "fatal", tag: "A1", text: expect.stringContaining("too big") }]);
   });
 
-  test("a non-synchronizing literal after a too long line is fatal, never parsed as commands", () => {
+  test("a non-synchronizing literal over maxLiteral but within maxNonSync is refused and skipped unread", () => {
+    const f = new Framer({ ...LIMITS, maxLiteral: 10 });
+    // the literal's bytes look like commands; they must never be taken as such
+    const data = "A9 LOGOUT\r\nA8 LOGOUT\r\n"; // 22 bytes
+    const ev = feed(f, `A1 LOGIN lx {${data.length}+}\r\n${data} {3+}\r\nzzz\r\nA2 NOOP\r\n`);
+    expect(ev).toEqual([
+      { type: "reject", tag: "A1", status: "NO", code: "TOOBIG", text: "Literal too big (22 bytes)" },
+      { type: "command", frame: { segments: [Buffer.from("A2 NOOP")], literals: [] } },
+    ]);
+    expect(f.buffered).toBe(0);
+  });
+
+  test("a non-synchronizing literal after a too long line is skipped, never parsed as commands", () => {
     const f = new Framer(LIMITS);
     const ev = feed(f, `A1 APPEND ${"x".repeat(300)} {20+}\r\nA9 LOGOUT\r\n`);
-    expect(ev.map((e) => e.type)).toEqual(["reject", "fatal"]);
+    expect(ev.map((e) => e.type)).toEqual(["reject"]);
+    // the other 9 literal bytes, the end of the command, then a real command
+    expect(feed(f, "A7 LOGOUT\r\nA2 NOOP\r\n").map((e) => e.type)).toEqual(["command"]);
+    // one over maxNonSync after a refused line cannot be skipped: fatal
+    const g = new Framer(LIMITS);
+    expect(feed(g, `A1 APPEND ${"x".repeat(300)} {500+}\r\n`).map((e) => e.type)).toEqual(["reject", "fatal"]);
   });
 
   test("too many literals", () => {

@@ -120,17 +120,35 @@ describe("trusted client (loopback is in the dev stack's trustedNetworks)", () =
     c.close();
   });
 
-  test("pre-auth limits: ~1 KiB lines, literals up to 4096 (LITERAL-), no continuation for bigger ones", async () => {
+  test("pre-auth limits: ~1 KiB lines and literals, no continuation for bigger ones", async () => {
     const c = await RawImap.connect(env.port);
     c.write(`L1 LOGIN ${"x".repeat(1100)} y\r\n`);
     expect(await c.response()).toBe("L1 BAD [TOOBIG] Line too long");
-    c.write("L2 LOGIN {5000}\r\n");
-    expect(await c.response()).toBe("L2 NO [TOOBIG] Literal too big (5000 bytes)");
-    // a literal within the limit is fine (the answer is just a failed login)
+    c.write("L2 LOGIN {1025}\r\n");
+    expect(await c.response()).toBe("L2 NO [TOOBIG] Literal too big (1025 bytes)");
+    c.write("L2b LOGIN {5000}\r\n");
+    expect(await c.response()).toBe("L2b NO [TOOBIG] Literal too big (5000 bytes)");
+    // literals within 1024 bytes are fine (the answer is just a failed login)
     c.write("L3 LOGIN {2}\r\n");
     expect(await c.response()).toMatch(/^\+ /);
-    c.write(`lx {3000+}\r\n${"p".repeat(3000)}\r\n`);
+    c.write(`lx {1000+}\r\n${"p".repeat(1000)}\r\n`);
     expect(await c.response()).toMatch(/^L3 NO \[AUTHENTICATIONFAILED\]/);
+    c.write("L3b LOGIN lx {1022}\r\n");
+    expect(await c.response()).toMatch(/^\+ /);
+    c.write(`${"p".repeat(1022)}\r\n`);
+    expect(await c.response()).toMatch(/^L3b NO \[AUTHENTICATIONFAILED\]/);
+    // two literals summing to more than 1024 bytes: the second gets no "+"
+    c.write("L3c LOGIN {600}\r\n");
+    expect(await c.response()).toMatch(/^\+ /);
+    c.write(`${"u".repeat(600)} {600}\r\n`);
+    expect(await c.response()).toBe("L3c NO [TOOBIG] Literal too big (600 bytes)");
+    // LITERAL-: a non-synchronizing literal of 1025..4096 bytes is refused and its bytes skipped,
+    // even when they look like commands; the session carries on
+    const inner = `X1 LOGIN lx lx-password\r\n${"q".repeat(3000)}`;
+    c.write(`L5 LOGIN lx {${inner.length}+}\r\n${inner}\r\n`);
+    expect(await c.response()).toBe(`L5 NO [TOOBIG] Literal too big (${inner.length} bytes)`);
+    expect((await c.cmd("NOOP")).status).toMatch(/^A\d+ OK NOOP completed$/);
+    expect((await c.cmd("SELECT INBOX")).status).toMatch(/BAD SELECT not allowed now: Log in first/);
     // LITERAL-: a non-synchronizing literal over 4096 bytes ends the connection
     c.write(`L4 LOGIN lx {5000+}\r\n${"p".repeat(5000)}\r\n`);
     expect(await c.response()).toBe("L4 BAD [TOOBIG] Non-synchronizing literal too big (5000 bytes)");

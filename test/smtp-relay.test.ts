@@ -176,12 +176,30 @@ describe("submission ports", () => {
     const ehlo = await c.hello();
     expect(ehlo.lines.some((l) => l.includes("AUTH"))).toBe(false);
     expect((await c.cmd("MAIL FROM:<lx@lx.com>")).lines[0]).toBe("530 5.7.0 Must issue a STARTTLS command first");
-    expect((await c.cmd(`AUTH PLAIN ${PLAIN_LX}`)).code).toBe(530);
+    // A trusted client still needs TLS first on 587 (530), not the untrusted client's 538.
+    expect((await c.cmd(`AUTH PLAIN ${PLAIN_LX}`)).lines[0]).toBe("530 5.7.0 Must issue a STARTTLS command first");
     await c.startTls();
     await c.cmd("EHLO client.example");
     expect((await c.cmd("MAIL FROM:<lx@lx.com>")).lines[0]).toBe("530 5.7.0 Authentication required");
     expect((await c.cmd(`AUTH PLAIN ${PLAIN_LX}`)).code).toBe(235);
     expect((await sendRaw(c, "lx@lx.com", ["lei@lx.com", "wangwu@sohu.com"], message("sub-587"))).code).toBe(250);
+    c.destroy();
+  });
+
+  it("587 in plaintext from an untrusted client: AUTH is 538 5.7.11, MAIL is 530 5.7.0; both work after STARTTLS", async () => {
+    const c = await RawClient.connect(untrusted.port("submission"));
+    const ehlo = await c.hello();
+    expect(ehlo.lines.some((l) => l.includes("AUTH"))).toBe(false);
+    expect((await c.cmd(`AUTH PLAIN ${PLAIN_LX}`)).lines[0]).toBe("538 5.7.11 Encryption required for requested authentication mechanism");
+    expect((await c.cmd("AUTH LOGIN")).lines[0]).toBe("538 5.7.11 Encryption required for requested authentication mechanism");
+    // no SASL exchange was started: the next line is a command again
+    expect((await c.cmd("MAIL FROM:<lx@lx.com>")).lines[0]).toBe("530 5.7.0 Must issue a STARTTLS command first");
+    expect((await c.cmd("AUTH CRAM-MD5")).code).toBe(504);
+    expect((await c.startTls()).code).toBe(220);
+    expect((await c.cmd("EHLO client.example")).lines).toContain("250-AUTH PLAIN LOGIN");
+    expect((await c.cmd("MAIL FROM:<lx@lx.com>")).lines[0]).toBe("530 5.7.0 Authentication required");
+    expect((await c.cmd(`AUTH PLAIN ${PLAIN_LX}`)).code).toBe(235);
+    expect((await sendRaw(c, "lx@lx.com", ["lei@lx.com"], message("sub-587-untrusted"))).code).toBe(250);
     c.destroy();
   });
 

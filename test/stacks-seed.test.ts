@@ -25,7 +25,7 @@ const children: ChildProcess[] = [];
 async function startShipped(name: "sina" | "sohu"): Promise<{ file: string; out: () => string }> {
   const dir = mkdtempSync(path.join(tmpdir(), `mailstack-stack-${name}-`));
   const file = path.join(dir, `Pulumi.${name}.yaml`);
-  const config = { ...readStackConfig(stackFile(name)), "mailstack:dataDir": path.join(dir, "data") };
+  const config: Record<string, unknown> = { ...readStackConfig(stackFile(name)), "mailstack:dataDir": path.join(dir, "data") };
   // Retries in seconds rather than minutes, so "sohu down for a while" fits in a test.
   config["mailstack:queue"] = { minBackoff: 1, maxBackoff: 2, scanInterval: 0.5 };
   writeFileSync(file, stringify({ config }));

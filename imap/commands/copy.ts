@@ -1,8 +1,10 @@
 /**
  * COPY and UID COPY (RFC 3501 §6.4.7) with COPYUID (RFC 4315 §3); MOVE and UID MOVE (RFC 6851)
  * share the code: copy, send COPYUID untagged, then expunge the sources and report them.
+ * COPY that does not fit in the user's quota is NO [OVERQUOTA]; MOVE never grows usage.
  */
 
+import type { Reservation } from "../../store/quota";
 import type { Mailbox } from "../../store/types";
 import { type CommandSpec, no, type Result, SELECTED } from "../command";
 import { checkName } from "../names";
@@ -10,6 +12,7 @@ import type { Token } from "../parser";
 import { formatOrderedSet } from "../seqset";
 import type { Session } from "../session";
 import { resolveSet } from "../sets";
+import { reserveQuota } from "./append";
 
 export async function copyOrMove(s: Session, args: Token[], byUid: boolean, move: boolean): Promise<Result> {
   const sel = s.selected!;
@@ -36,7 +39,24 @@ export async function copyOrMove(s: Session, args: Token[], byUid: boolean, move
   }
   try {
     if (uids.length === 0) return { status: "OK", text: `${name} completed (no messages)` };
-    const map = await sel.mailbox.copyTo(uids, target);
+    // COPY adds the copies to the user's quota; MOVE does not grow it (the originals go), so it
+    // is never refused for quota, as Dovecot does within one quota root: a client's "delete" is
+    // often MOVE to Trash, which an over-quota user needs most.
+    let reservation: Reservation | null = null;
+    if (!move) {
+      let bytes = 0;
+      const byUidInfo = new Map(msgs.map((m) => [m.uid, m.size]));
+      for (const u of uids) bytes += byUidInfo.get(u) ?? 0;
+      reservation = await reserveQuota(s, bytes);
+    }
+    let map: Map<number, number>;
+    try {
+      map = await sel.mailbox.copyTo(uids, target);
+    } catch (err) {
+      reservation?.release();
+      throw err;
+    }
+    reservation?.commit();
     const src = [...map.keys()].sort((a, b) => a - b);
     const dst = src.map((u) => map.get(u)!);
     const code = { name: "COPYUID", args: [target.uidValidity, formatOrderedSet(src), formatOrderedSet(dst)] };

@@ -4,9 +4,10 @@
  * STATUS from RFC 5819; several patterns), CHILDREN attributes (RFC 3348) and special-use
  * attributes (RFC 6154), which are always shown.
  */
+
+import { decodeMutf7 } from "../../lib/mutf7";
 import { AUTHENTICATED, bad, type CommandSpec } from "../command";
 import { str, type Value } from "../compiler";
-import { decodeMutf7 } from "../../lib/mutf7";
 import { parents } from "../names";
 import { isAtom, type Token, tokenBytes } from "../parser";
 import type { Session } from "../session";

@@ -1,7 +1,8 @@
 /**
  * AUTH (RFC 4954) with the SASL mechanisms PLAIN (RFC 4616) and LOGIN. Both send the password
  * in the clear, so they are allowed only over TLS or from trusted networks; anywhere else the
- * answer is 538 5.7.11 (RFC 4954 §6). An unknown user and a wrong password get the same answer
+ * answer is 538 5.7.11 (RFC 4954 §6), on the submission port too. A trusted client on the
+ * submission port still needs STARTTLS first (530 5.7.0), as for every other command there. An unknown user and a wrong password get the same answer
  * after the same delay (store/users.ts).
  */
 import { R, type Reply, reply } from "../reply";
@@ -19,6 +20,9 @@ export function auth(s: Session, arg: string): Reply | Promise<Reply> | null {
   if (mech !== "PLAIN" && mech !== "LOGIN") return reply(504, "5.5.4", "Unrecognized authentication mechanism");
   if (!s.ctx.policy.authAllowed(s.secure, s.trusted))
     return reply(538, "5.7.11", "Encryption required for requested authentication mechanism");
+  // Submission (587) takes nothing but EHLO/STARTTLS before TLS, from trusted networks too
+  // (Postfix's smtpd_tls_security_level = encrypt there).
+  if (s.requiresAuth && !s.secure) return R.needTls();
 
   if (mech === "PLAIN") {
     if (initial !== undefined) return plain(s, initial);

@@ -6,11 +6,14 @@
  * the relayed copy in the outbound queue (queue/spool.ts, fsynced likewise). If the queue fails
  * after local delivery, the local copies are removed again, so the client's retry never finds
  * half of its recipients already served: the answer is 451 4.3.0 and nothing was delivered.
+ * Likewise a message that does not fit in one local recipient's quota is refused for all of
+ * them (552 5.2.2).
  */
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { newQueueId } from "../../queue/spool";
 import { syncDir } from "../../store/maildir";
+import { isOverQuota, type Reservation } from "../../store/quota";
 import { TemporaryFailure } from "../../store/types";
 import { countReceived, missingSubmissionHeaders, receivedHeader, returnPathHeader } from "../headers";
 import type { DataResult } from "../parser";
@@ -73,13 +76,24 @@ async function commit(s: Session, tx: Transaction, result: DataResult): Promise<
   const trace = received + added;
   const users = [...tx.localUsers];
   const remote = [...tx.remote];
+  // Return-Path is added at final delivery only (RFC 5321 §4.4).
+  const local = users.length > 0 ? Buffer.concat([Buffer.from(returnPathHeader(tx.from) + trace, "utf8"), result.data]) : null;
+  // Quota: RCPT refused the mailboxes already full; here the message itself must fit in every
+  // local recipient's quota. One DATA has one answer, so if it does not fit for one of them the
+  // whole message is refused (552 5.2.2 naming that mailbox) and nobody gets it: never a silent
+  // partial delivery. The space stays reserved until the message is stored or given up.
+  let reservation: Reservation | null = null;
+  if (local && s.ctx.quota.applies(users)) {
+    const r = await s.ctx.quota.reserve(users, local.length);
+    if (isOverQuota(r)) {
+      log.info({ ...base, queueId, result: "rejected", reason: "quota", user: r.user, usage: r.usage, quota: r.limit }, "message rejected");
+      return R.mailboxFull(`${r.user}@${config.domain}`);
+    }
+    reservation = r;
+  }
   let placed: string[] = [];
   try {
-    if (users.length > 0) {
-      // Return-Path is added at final delivery only (RFC 5321 §4.4).
-      const local = Buffer.concat([Buffer.from(returnPathHeader(tx.from) + trace, "utf8"), result.data]);
-      placed = await delivery.deliverLocal(users, local);
-    }
+    if (local) placed = await delivery.deliverLocal(users, local);
     if (remote.length > 0) {
       try {
         await spool.enqueueAs(queueId, {
@@ -94,6 +108,7 @@ async function commit(s: Session, tx: Transaction, result: DataResult): Promise<
       }
     }
   } catch (err) {
+    reservation?.release();
     const e = err as Error;
     log.warn(
       { ...base, queueId, result: "deferred", err: e.message, code: err instanceof TemporaryFailure ? err.code : undefined },
@@ -101,6 +116,7 @@ async function commit(s: Session, tx: Transaction, result: DataResult): Promise<
     );
     return R.tempFailure();
   }
+  reservation?.commit();
   s.errors = 0;
   s.messages++;
   log.info(

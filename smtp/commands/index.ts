@@ -26,7 +26,8 @@ export const COMMANDS: ReadonlyMap<string, Command> = new Map<string, Command>([
   ["EHLO", { handler: ehlo, beforeHelo: true, beforeTls: true }],
   ["HELO", { handler: helo, beforeHelo: true, beforeTls: true }],
   ["STARTTLS", { handler: starttls, beforeTls: true }],
-  ["AUTH", { handler: auth }],
+  // AUTH passes the submission ports' TLS gate so that it can answer 538 5.7.11 itself (RFC 4954 §6).
+  ["AUTH", { handler: auth, beforeTls: true }],
   ["MAIL", { handler: mail }],
   ["RCPT", { handler: rcpt }],
   ["DATA", { handler: data }],

@@ -1,10 +1,12 @@
 /**
  * RCPT TO (RFC 5321 §4.1.1.3): parse, route through the policy, and refuse unknown users and
- * relaying here, at RCPT time, never with a later bounce.
+ * relaying here, at RCPT time, never with a later bounce; and a local mailbox already at or over
+ * its quota (552 5.2.2, store/quota.ts).
  */
 import { type Mailbox, parsePathArg } from "../address";
-import { R, reply, SmtpError } from "../reply";
-import type { Session } from "../session";
+import type { RcptRoute } from "../policy";
+import { R, type Reply, reply, SmtpError } from "../reply";
+import type { Session, Transaction } from "../session";
 
 export function rcpt(s: Session, arg: string) {
   const tx = s.tx;
@@ -22,18 +24,40 @@ export function rcpt(s: Session, arg: string) {
     const route = s.ctx.policy.route(m, { trusted: s.trusted, authenticated: s.user !== null });
     const goesOut = route.kind === "relay" || route.forward.length > 0;
     if (goesOut && /[\s<>]/.test(tx.from)) return reply(553, "5.1.7", "Sender address syntax not supported for relaying");
-    if (!tx.rcpts.includes(route.address)) {
-      tx.rcpts.push(route.address);
-      if (route.kind === "local") {
-        for (const u of route.users) tx.localUsers.add(u);
-        for (const f of route.forward) tx.remote.add(f);
-      } else {
-        tx.remote.add(route.address);
-      }
-    }
-    return reply(250, "2.1.5", "Ok");
+    if (route.kind === "local" && !tx.rcpts.includes(route.address) && s.ctx.quota.applies(route.users)) return checkQuota(s, tx, route);
+    return accept(tx, route);
   } catch (err) {
     if (err instanceof SmtpError) return err.reply;
     throw err;
   }
+}
+
+function accept(tx: Transaction, route: RcptRoute): Reply {
+  if (!tx.rcpts.includes(route.address)) {
+    tx.rcpts.push(route.address);
+    if (route.kind === "local") {
+      for (const u of route.users) tx.localUsers.add(u);
+      for (const f of route.forward) tx.remote.add(f);
+    } else {
+      tx.remote.add(route.address);
+    }
+  }
+  return reply(250, "2.1.5", "Ok");
+}
+
+/**
+ * A local recipient whose mailbox (any of them, for an alias) is already at or over quota is
+ * refused here, as Postfix with a quota policy service or Dovecot LMTP answers RCPT. RFC 5321
+ * §4.5.3.1.10: clients treat 552 at RCPT as the temporary 452, so the sender retries later.
+ */
+async function checkQuota(s: Session, tx: Transaction, route: RcptRoute & { kind: "local" }): Promise<Reply> {
+  const full = await s.ctx.quota.firstFull(route.users);
+  if (full) {
+    s.ctx.log.info(
+      { session: s.id, client: s.remoteAddress, rcpt: route.address, user: full.user, usage: full.usage, quota: full.limit },
+      "recipient refused: over quota",
+    );
+    return R.mailboxFull(route.address);
+  }
+  return accept(tx, route);
 }
