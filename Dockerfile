@@ -6,6 +6,10 @@
 # BASE_IMAGE must be a Debian-based image with node 22 and npm in /usr/local/bin: the official
 # node:22 slim image, or the offline one docker/build-base.sh makes. Nothing but npm packages is
 # fetched while building.
+#
+# The default stays the official tag (what a user with registry access expects, and what the issue
+# asks for); builds without a registry pass BASE_IMAGE (docker/build-image.sh, the stack's
+# deploy.baseImage). To pin it, pass a digest: --build-arg BASE_IMAGE=node:22-bookworm-slim@sha256:...
 ARG BASE_IMAGE=node:22-bookworm-slim
 
 FROM ${BASE_IMAGE} AS build
@@ -18,6 +22,10 @@ RUN if [ -s /tmp/build-ca/extra.crt ]; then export NODE_EXTRA_CA_CERTS=/tmp/buil
 COPY . .
 RUN node node_modules/typescript/bin/tsc -p docker/tsconfig.image.json \
  && test -f dist/cli/main.js
+# Every stage is labelled, so the untagged images the classic builder leaves for the build and deps
+# stages can be found (and pruned) by label; MAILSTACK_BUILD tells one build's images from another's.
+ARG MAILSTACK_BUILD=""
+LABEL mailstack.stage=build mailstack.build=${MAILSTACK_BUILD}
 
 FROM ${BASE_IMAGE} AS deps
 WORKDIR /app
@@ -25,6 +33,8 @@ COPY package.json package-lock.json ./
 COPY docker/build-ca/ /tmp/build-ca/
 RUN if [ -s /tmp/build-ca/extra.crt ]; then export NODE_EXTRA_CA_CERTS=/tmp/build-ca/extra.crt; fi; \
     npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error
+ARG MAILSTACK_BUILD=""
+LABEL mailstack.stage=deps mailstack.build=${MAILSTACK_BUILD}
 
 FROM ${BASE_IMAGE}
 ARG MAILSTACK_UID=10001
@@ -50,6 +60,8 @@ RUN useradd --uid "${MAILSTACK_UID}" --user-group --no-create-home --no-log-init
  && node /usr/local/lib/mailstack/setcap.js /tmp/node "${node_bin#/}" \
     | tar --xattrs --xattrs-include=security.capability --unlink-first -xpf - -C / \
  && rm -f /tmp/node
+ARG MAILSTACK_BUILD=""
+LABEL mailstack.stage=final mailstack.build=${MAILSTACK_BUILD}
 USER ${MAILSTACK_UID}:${MAILSTACK_UID}
 ENTRYPOINT ["/usr/local/bin/mailstack"]
 CMD ["check", "--config", "/etc/mailstack/config.json"]

@@ -22,7 +22,10 @@ export function dockerignoreMatcher(text: string): (relPath: string) => boolean 
     .filter((l) => l !== "" && !l.startsWith("#"))
     .map((l) => {
       const negate = l.startsWith("!");
-      const pattern = path.posix.normalize((negate ? l.slice(1) : l).trim()).replace(/^\/+/, "").replace(/\/+$/, "");
+      const pattern = path.posix
+        .normalize((negate ? l.slice(1) : l).trim())
+        .replace(/^\/+/, "")
+        .replace(/\/+$/, "");
       return { negate, re: globToRegExp(pattern) };
     });
   return (relPath) => {
@@ -68,6 +71,17 @@ export function contextDigest(files: readonly ContextFile[]): string {
   return h.digest("hex");
 }
 
+/** The files Docker sends: those the .dockerignore text does not exclude. Pure. */
+export function selectContext(files: readonly ContextFile[], dockerignore: string): ContextFile[] {
+  const ignored = dockerignoreMatcher(dockerignore);
+  return files.filter((f) => !ignored(f.path));
+}
+
+/** The digest MailImage tags with: of the selected files only. Pure. */
+export function buildContextDigest(files: readonly ContextFile[], dockerignore: string): string {
+  return contextDigest(selectContext(files, dockerignore));
+}
+
 /** Reads the context from disk (the one impure function here). */
 export function readBuildContext(root: string): ContextFile[] {
   let ignoreText = "";
@@ -81,9 +95,12 @@ export function readBuildContext(root: string): ContextFile[] {
   const walk = (rel: string) => {
     for (const entry of readdirSync(path.join(root, rel), { withFileTypes: true })) {
       const p = rel ? `${rel}/${entry.name}` : entry.name;
-      if (ignored(p)) continue;
-      if (entry.isDirectory()) walk(p);
-      else if (entry.isFile()) {
+      if (entry.isDirectory()) {
+        // Docker descends into an excluded directory only when an exception (`!dir/file`) may
+        // re-include something below it.
+        if (ignored(p) && !hasExceptionBelow(ignoreText, p)) continue;
+        walk(p);
+      } else if (entry.isFile() && !ignored(p)) {
         const abs = path.join(root, p);
         out.push({ path: p, content: readFileSync(abs), executable: (statSync(abs).mode & 0o111) !== 0 });
       }
@@ -91,4 +108,11 @@ export function readBuildContext(root: string): ContextFile[] {
   };
   walk("");
   return out;
+}
+
+function hasExceptionBelow(ignoreText: string, dir: string): boolean {
+  return ignoreText
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .some((l) => l.startsWith("!") && path.posix.normalize(l.slice(1).trim()).replace(/^\/+/, "").startsWith(`${dir}/`));
 }

@@ -112,9 +112,14 @@ remove_block "\${MAILSTACK_HOSTS_FILE:-/etc/hosts}"
  * Step 2: open exactly the enabled services' ports, never flushing anything:
  * - firewalld (the default on every supported OS): a `mailstack` service definition holding the
  *   ports, added to the default zone; updating rewrites the definition;
- * - else nftables: our own rule (comment "mailstack") in an existing `inet filter input` chain,
- *   or, with no such chain, our own `inet mailstack` table; persisted in /etc/nftables/;
+ * - else nftables: an accept rule (comment "mailstack") at the top of EVERY base chain hooked to
+ *   `input`, whatever its table (RHEL's `inet nftables_svc`, iptables-nft's `ip filter INPUT`,
+ *   a hand-written `inet filter`). A packet passes the input hook only if every base chain there
+ *   lets it through, so an accept in a table of our own would open nothing. The same script is
+ *   installed as /etc/nftables/mailstack-open.sh and run at boot by mailstack-firewall.service,
+ *   after nftables.service and iptables.service have loaded their tables;
  * - else iptables (CentOS 7 with iptables-services): rules with the comment "mailstack".
+ * Paths can be redirected (MAILSTACK_NFT_DIR, MAILSTACK_NFT_CONF, MAILSTACK_SYSTEMD_DIR) for tests.
  */
 export function firewallScript(ports: readonly string[]): Script {
   for (const p of ports) if (!/^\d{1,5}\/(tcp|udp)$/.test(p)) throw new Error(`bad firewall port "${p}"`);
@@ -133,8 +138,9 @@ service_xml=${shq(`<?xml version="1.0" encoding="utf-8"?>
   <description>mailstack mail and DNS services</description>
 ${portXml}
 </service>`)}
-nft_rules=${shq(nftRules.join("\n"))}
 iptables_ports=${shq(ports.join(" "))}
+nft_dir="\${MAILSTACK_NFT_DIR:-/etc/nftables}"
+unit_dir="\${MAILSTACK_SYSTEMD_DIR:-/etc/systemd/system}"
 if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
   mkdir -p /etc/firewalld/services
   if ! printf '%s\\n' "$service_xml" | cmp -s - /etc/firewalld/services/mailstack.xml; then
@@ -147,22 +153,25 @@ if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>
   fi
   firewall-cmd --zone="$zone" --query-service=mailstack >/dev/null 2>&1 || firewall-cmd --zone="$zone" --add-service=mailstack >/dev/null
   echo "firewalld: service mailstack in zone $zone: $iptables_ports"
-elif command -v nft >/dev/null 2>&1 && { systemctl is-active --quiet nftables 2>/dev/null || nft list tables 2>/dev/null | grep -q .; }; then
-  # Our rules only: delete the ones we added before (by their comment), then add the current set.
-  if nft list chain inet filter input >/dev/null 2>&1; then
-    target="inet filter input"
-  else
-    nft add table inet mailstack
-    nft add chain inet mailstack input '{ type filter hook input priority 0 ; policy accept ; }'
-    target="inet mailstack input"
+# (Not \`nft list tables | grep -q .\`: under pipefail, grep quitting early can fail the pipeline.)
+elif command -v nft >/dev/null 2>&1 && { systemctl is-active --quiet nftables 2>/dev/null || [ -n "$(nft list tables 2>/dev/null)" ]; }; then
+  mkdir -p "$nft_dir"
+  opener="$nft_dir/mailstack-open.sh"
+  tmp="$(mktemp "$opener.XXXXXX")"
+  cat >"$tmp" <<'MAILSTACK_NFT_EOF'
+${nftOpenerScript(nftRules)}MAILSTACK_NFT_EOF
+  chmod 0755 "$tmp"
+  if cmp -s "$tmp" "$opener"; then rm -f "$tmp"; else mv -f "$tmp" "$opener"; fi
+  "$opener"
+  # Re-open at boot, once nftables.service / iptables.service have loaded their tables.
+  if [ -d /run/systemd/system ] && [ -d "$unit_dir" ]; then
+    printf '%s\\n' '[Unit]' 'Description=mailstack: accept the mail and DNS ports in every nftables input chain' \\
+      'After=nftables.service iptables.service ip6tables.service' 'Before=network-online.target' \\
+      '[Service]' 'Type=oneshot' "ExecStart=$opener" 'RemainAfterExit=yes' '[Install]' 'WantedBy=multi-user.target' >"$unit_dir/mailstack-firewall.service"
+    systemctl daemon-reload
+    systemctl enable mailstack-firewall.service >/dev/null 2>&1
   fi
-  nft -a list chain $target | awk '/comment "mailstack"/ { print $NF }' | while read -r handle; do nft delete rule $target handle "$handle"; done
-  while IFS= read -r rule; do [ -n "$rule" ] && nft insert rule $target $rule; done <<<"$nft_rules"
-  mkdir -p /etc/nftables
-  { echo "# mailstack ports, re-added at boot"; while IFS= read -r rule; do [ -n "$rule" ] && echo "insert rule $target $rule"; done <<<"$nft_rules"; } >/etc/nftables/mailstack.nft
-  conf=/etc/sysconfig/nftables.conf
-  if [ -f "$conf" ] && ! grep -q '^include "/etc/nftables/mailstack.nft"' "$conf"; then echo 'include "/etc/nftables/mailstack.nft"' >>"$conf"; fi
-  echo "nftables: $target: $iptables_ports"
+  echo "nftables: $iptables_ports"
 elif command -v iptables >/dev/null 2>&1; then
   # Remove our earlier rules, then insert the current set.
   while iptables -S INPUT | grep -q -- '--comment mailstack'; do
@@ -177,19 +186,26 @@ else
 fi
 `;
   const del = `
+nft_dir="\${MAILSTACK_NFT_DIR:-/etc/nftables}"
+unit_dir="\${MAILSTACK_SYSTEMD_DIR:-/etc/systemd/system}"
+nft_conf="\${MAILSTACK_NFT_CONF:-/etc/sysconfig/nftables.conf}"
 if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
   zone="$(firewall-cmd --get-default-zone)"
   firewall-cmd --permanent --zone="$zone" --remove-service=mailstack >/dev/null 2>&1 || true
   rm -f /etc/firewalld/services/mailstack.xml
   firewall-cmd --reload >/dev/null
 elif command -v nft >/dev/null 2>&1; then
-  for target in "inet filter input" "inet mailstack input"; do
-    nft list chain $target >/dev/null 2>&1 || continue
-    nft -a list chain $target | awk '/comment "mailstack"/ { print $NF }' | while read -r handle; do nft delete rule $target handle "$handle"; done
-  done
+  if [ -f "$unit_dir/mailstack-firewall.service" ]; then
+    if [ -d /run/systemd/system ]; then systemctl disable mailstack-firewall.service >/dev/null 2>&1 || true; fi
+    rm -f "$unit_dir/mailstack-firewall.service"
+    if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+  fi
+${indent(nftRemoveFunction(), 2)}
+  for target in $(input_chains); do remove_mailstack_rules "$target"; done
+  # Left by earlier mailstack versions.
   nft delete table inet mailstack >/dev/null 2>&1 || true
-  rm -f /etc/nftables/mailstack.nft
-  [ -f /etc/sysconfig/nftables.conf ] && sed -i '\\#^include "/etc/nftables/mailstack.nft"#d' /etc/sysconfig/nftables.conf
+  rm -f "$nft_dir/mailstack-open.sh" "$nft_dir/mailstack.nft"
+  if [ -f "$nft_conf" ]; then sed -i '\\#^include "/etc/nftables/mailstack.nft"#d' "$nft_conf"; fi
 elif command -v iptables >/dev/null 2>&1; then
   while iptables -S INPUT | grep -q -- '--comment mailstack'; do
     rule="$(iptables -S INPUT | grep -- '--comment mailstack' | head -n1 | sed 's/^-A /-D /')"
@@ -197,16 +213,92 @@ elif command -v iptables >/dev/null 2>&1; then
   done
   if command -v service >/dev/null 2>&1 && [ -f /etc/sysconfig/iptables ]; then service iptables save >/dev/null 2>&1 || true; fi
 fi
+echo "firewall: mailstack ports closed again"
 `;
   return { create: script(body), delete: script(del) };
 }
 
+function indent(text: string, n: number): string {
+  return text
+    .split("\n")
+    .map((l) => (l === "" ? l : `${" ".repeat(n)}${l}`))
+    .join("\n");
+}
+
+/**
+ * Shell functions over nftables: `input_chains` lists every base chain hooked to input in the ip,
+ * ip6 and inet families as `family|table|chain` (parsed from `nft list chains`, which every
+ * supported nft version prints the same way); `remove_mailstack_rules` deletes our rules from one.
+ */
+function nftRemoveFunction(): string {
+  return `input_chains() {
+  nft list chains 2>/dev/null | awk '
+    $1 == "table" { family = $2; table = $3 }
+    $1 == "chain" { chain = $2 }
+    /type filter hook input / && (family == "ip" || family == "ip6" || family == "inet") { print family "|" table "|" chain }
+  '
+}
+remove_mailstack_rules() {
+  local f t c
+  IFS='|' read -r f t c <<<"$1"
+  nft -a list chain "$f" "$t" "$c" | awk '/comment "mailstack"/ { print $NF }' | while read -r handle; do nft delete rule "$f" "$t" "$c" handle "$handle"; done
+}`;
+}
+
+/**
+ * The nftables opener (installed on the host, run now and at boot): our rules out of every input
+ * base chain, then the current ones inserted at the top of each. A chain that refuses the rule
+ * stops the script with its table's name, rather than leaving a port silently closed.
+ */
+export function nftOpenerScript(rules: readonly string[]): string {
+  for (const r of rules) if (/['\n]/.test(r)) throw new Error(`bad nft rule "${r}"`);
+  return `#!/bin/bash
+# mailstack: accept the mail and DNS ports in every nftables base chain hooked to input.
+set -euo pipefail
+${nftRemoveFunction()}
+rules=${shq(rules.join("\n"))}
+chains="$(input_chains)"
+for target in $chains; do remove_mailstack_rules "$target"; done
+if [ -z "$chains" ]; then
+  echo "nftables: no input chain filters traffic; nothing to open"
+  exit 0
+fi
+for target in $chains; do
+  IFS='|' read -r f t c <<<"$target"
+  while IFS= read -r rule; do
+    [ -n "$rule" ] || continue
+    # shellcheck disable=SC2086
+    if ! nft insert rule "$f" "$t" "$c" $rule; then
+      echo "mailstack: could not open the mail ports in nftables table $f $t (chain $c); its input chain would drop them" >&2
+      exit 1
+    fi
+  done <<<"$rules"
+  echo "nftables: opened in $f $t $c"
+done
+`;
+}
+
 /**
  * Step 3: Docker Engine from Docker's own repository (RHEL-family hosts ship podman instead), with
- * bounded container logs and live-restore, enabled at boot. Left installed on delete: other
- * workloads may use it.
+ * bounded container logs and live-restore, enabled at boot. The SSH user, when not root, joins the
+ * `docker` group: the Docker provider reaches the engine as `ssh://<user>@host` and runs
+ * `docker system dial-stdio` there, which needs the socket without sudo. Left installed on delete:
+ * other workloads may use it (and so may the user's group membership).
  */
-export function dockerInstallScript(): Script {
+export function dockerInstallScript(sshUser: string): Script {
+  if (!/^[a-z_][a-z0-9_.-]{0,31}$/i.test(sshUser)) throw new Error(`bad SSH user "${sshUser}"`);
+  const join =
+    sshUser === "root"
+      ? ""
+      : `
+ssh_user=${shq(sshUser)}
+case " $(id -nG "$ssh_user") " in
+  *" docker "*) ;;
+  *)
+    usermod -aG docker "$ssh_user"
+    echo "docker: $ssh_user joined the docker group"
+    ;;
+esac`;
   const body = `
 if ! command -v dockerd >/dev/null 2>&1; then
   if [ "$ID" = rhel ]; then repo=https://download.docker.com/linux/rhel/docker-ce.repo; else repo=https://download.docker.com/linux/centos/docker-ce.repo; fi
@@ -232,7 +324,7 @@ if [ ! -s /etc/docker/daemon.json ]; then
 }
 JSON
 fi
-systemctl enable --now docker
+systemctl enable --now docker${join}
 docker version --format 'docker {{.Server.Version}}'
 `;
   return { create: script(body) };
@@ -241,11 +333,30 @@ docker version --format 'docker {{.Server.Version}}'
 /**
  * Step 4: the data directory behind the shared volume, owned by the image's user, labelled
  * container_file_t so SELinux lets the containers use it (a persistent fcontext rule, so a
- * relabel keeps it). Delete drops the rule but never the mail.
+ * relabel keeps it). TLS certificate and key files that the containers bind-mount from the host
+ * (`tls.certFile`/`tls.keyFile`) get the same label, file by file: the Docker provider's volume
+ * block has no `:z` option, and without the label an enforcing host denies the read. Delete drops
+ * the rules but never the mail.
  */
-export function dataDirScript(dir: string, uid: number): Script {
+export function dataDirScript(dir: string, uid: number, tlsFiles: readonly string[] = []): Script {
   if (!dir.startsWith("/") || dir === "/" || /[\n'"\\]/.test(dir)) throw new Error(`bad data directory "${dir}"`);
+  for (const f of tlsFiles) if (!f.startsWith("/") || /[\n'"\\*?[\]()]/.test(f)) throw new Error(`bad TLS file path "${f}"`);
   const fcontext = `${dir.replace(/\/+$/, "")}(/.*)?`;
+  const files = tlsFiles.map((f) => shq(f)).join(" ");
+  const labelTls =
+    tlsFiles.length === 0
+      ? ""
+      : `
+  for f in ${files}; do
+    [ -e "$f" ] || { echo "mailstack: TLS file $f does not exist on the host" >&2; exit 1; }
+    if command -v semanage >/dev/null 2>&1; then
+      semanage fcontext -a -t container_file_t "$f" 2>/dev/null || semanage fcontext -m -t container_file_t "$f"
+      restorecon "$f"
+    else
+      chcon -t container_file_t "$f"
+    fi
+    echo "tls: $f ($(ls -Z "$f" | awk '{print $1}'))"
+  done`;
   const body = `
 dir=${shq(dir)}
 mkdir -p "$dir"
@@ -258,15 +369,20 @@ if command -v selinuxenabled >/dev/null 2>&1 && selinuxenabled; then
   else
     # Without policycoreutils-python(-utils) the label is set directly; a full relabel would lose it.
     chcon -R -t container_file_t "$dir"
-  fi
+  fi${labelTls}
   echo "data: $dir ($(ls -Zd "$dir" | awk '{print $1}'))"
 else
   echo "data: $dir (SELinux off)"
 fi
 `;
+  const unlabelTls =
+    tlsFiles.length === 0
+      ? ""
+      : `
+  for f in ${files}; do semanage fcontext -d "$f" 2>/dev/null || true; [ -e "$f" ] && restorecon "$f" || true; done`;
   const del = `
 if command -v selinuxenabled >/dev/null 2>&1 && selinuxenabled && command -v semanage >/dev/null 2>&1; then
-  semanage fcontext -d ${shq(fcontext)} 2>/dev/null || true
+  semanage fcontext -d ${shq(fcontext)} 2>/dev/null || true${unlabelTls}
 fi
 echo "kept ${dir.replace(/'/g, "")}: mail data is never deleted by mailstack"
 `;

@@ -34,6 +34,8 @@ export interface MailHostArgs {
   readonly firewallPorts: pulumi.Input<pulumi.Input<string>[]>;
   /** The absolute data directory behind the shared volume. */
   readonly dataDir: pulumi.Input<string>;
+  /** Host files the containers bind-mount (TLS certificate and key): labelled for SELinux in the datadir step. */
+  readonly tlsFiles?: pulumi.Input<pulumi.Input<string>[]>;
   /**
    * Where the host's own DNS queries go first (the DNS service's address), with the zone as the
    * search domain. Plain: leave it out, and the resolver is left alone (DNS off, or not on port 53).
@@ -88,17 +90,27 @@ export class MailHost extends pulumi.ComponentResource {
       return cmd;
     };
 
-    step("hostname", pulumi.all([args.hostname, args.publicAddress]).apply(([h, a]) => hostnameScript(h, a)), [args.hostname, args.publicAddress]);
+    step(
+      "hostname",
+      pulumi.all([args.hostname, args.publicAddress]).apply(([h, a]) => hostnameScript(h, a)),
+      [args.hostname, args.publicAddress],
+    );
     step(
       "firewall",
       pulumi.output(args.firewallPorts).apply((ports) => firewallScript(ports)),
       [pulumi.output(args.firewallPorts).apply((p) => p.join(" "))],
     );
-    const docker = step("docker", pulumi.output(dockerInstallScript()), ["docker-ce"]);
+    // The SSH user joins the docker group: the Docker provider connects as that user.
+    const docker = step(
+      "docker",
+      sshUser.apply((u) => dockerInstallScript(u)),
+      ["docker-ce", sshUser],
+    );
+    const tlsFiles = pulumi.output(args.tlsFiles ?? []);
     const datadir = step(
       "datadir",
-      pulumi.output(args.dataDir).apply((d) => dataDirScript(d, MAILSTACK_UID)),
-      [args.dataDir, MAILSTACK_UID],
+      pulumi.all([args.dataDir, tlsFiles]).apply(([d, files]) => dataDirScript(d, MAILSTACK_UID, files)),
+      [args.dataDir, MAILSTACK_UID, tlsFiles.apply((f) => f.join(" "))],
     );
     if (args.resolver) {
       const { nameserver, domain } = args.resolver;

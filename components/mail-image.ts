@@ -19,6 +19,12 @@ export interface MailImageArgs {
   readonly baseImage?: pulumi.Input<string>;
 }
 
+/** The build context as the RemoteImage input: relative to `cwd` (`.` for the repository root). Pure. */
+export function buildContextPath(root: string, cwd: string): string {
+  const rel = path.relative(cwd, root).split(path.sep).join("/");
+  return rel === "" ? "." : rel;
+}
+
 /** The tag a build gets: `mailstack:<first 16 hex of the context digest>`. Pure. */
 export function buildTag(digest: string): string {
   if (!/^[0-9a-f]{64}$/.test(digest)) throw new Error(`not a sha256 digest: ${digest}`);
@@ -37,12 +43,18 @@ export class MailImage extends pulumi.ComponentResource {
     super("mailstack:index:MailImage", name, {}, opts);
     let image: docker.RemoteImage;
     // A component's dependsOn does not reach its children by itself.
-    const childOpts: pulumi.CustomResourceOptions = { parent: this, ...(opts?.dependsOn !== undefined ? { dependsOn: opts.dependsOn } : {}) };
+    const childOpts: pulumi.CustomResourceOptions = {
+      parent: this,
+      ...(opts?.dependsOn !== undefined ? { dependsOn: opts.dependsOn } : {}),
+    };
     if (args.image !== undefined) {
       image = new docker.RemoteImage(`${name}-image`, { name: args.image, keepLocally: true }, childOpts);
     } else {
-      const context = args.context ?? path.resolve(__dirname, "..");
-      const digest = contextDigest(readBuildContext(context));
+      const root = args.context ?? path.resolve(__dirname, "..");
+      const digest = contextDigest(readBuildContext(root));
+      // Relative to the program's directory (where `pulumi up` runs and the provider resolves it),
+      // so the same commit checked out at another path registers the same inputs: no diff.
+      const context = buildContextPath(root, process.cwd());
       image = new docker.RemoteImage(
         `${name}-image`,
         {

@@ -61,8 +61,13 @@ export class MailSystem extends pulumi.ComponentResource {
         publicAddress: config.publicAddress,
         firewallPorts: firewallPorts(config),
         dataDir: hostDataDir(config),
+        ...(config.tls.certFile !== undefined && config.tls.keyFile !== undefined
+          ? { tlsFiles: [config.tls.certFile, config.tls.keyFile] }
+          : {}),
         // /etc/resolv.conf cannot name a port: only a DNS service on 53 can be the host's resolver.
-        ...(dnsListen && dnsListen.port === 53 ? { resolver: { nameserver: resolverAddress(dnsListen.address), domain: config.domain } } : {}),
+        ...(dnsListen && dnsListen.port === 53
+          ? { resolver: { nameserver: resolverAddress(dnsListen.address), domain: config.domain } }
+          : {}),
       },
       { parent: this },
     );
@@ -94,7 +99,10 @@ export class MailSystem extends pulumi.ComponentResource {
 
     this.image = new MailImage(
       `${name}-image`,
-      { ...(config.deploy.image !== undefined ? { image: config.deploy.image } : {}), ...(config.deploy.baseImage !== undefined ? { baseImage: config.deploy.baseImage } : {}) },
+      {
+        ...(config.deploy.image !== undefined ? { image: config.deploy.image } : {}),
+        ...(config.deploy.baseImage !== undefined ? { baseImage: config.deploy.baseImage } : {}),
+      },
       { parent: this, providers: { docker: engine }, dependsOn: this.host.ready },
     );
 

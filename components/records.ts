@@ -34,14 +34,22 @@ export function reverseName(address: string): string {
   throw new Error(`not an IP address: ${address}`);
 }
 
-export function registrarRecords(config: Pick<MailConfig, "domain" | "hostname" | "publicAddress" | "publicAddress6" | "dns">): DnsRecord[] {
+export function registrarRecords(
+  config: Pick<MailConfig, "domain" | "hostname" | "publicAddress" | "publicAddress6" | "dns">,
+): DnsRecord[] {
   const fq = (n: string) => `${n.replace(/\.$/, "")}.`;
   const ns = fq(config.dns.nameserver);
   const records: DnsRecord[] = [
     { name: fq(config.domain), type: "NS", value: ns, at: "registrar", note: `delegates ${config.domain} to mailstack's DNS server` },
   ];
   if (ns.endsWith(`.${fq(config.domain)}`)) {
-    records.push({ name: ns, type: "A", value: config.publicAddress, at: "registrar", note: "glue: the name server lives inside the zone it serves" });
+    records.push({
+      name: ns,
+      type: "A",
+      value: config.publicAddress,
+      at: "registrar",
+      note: "glue: the name server lives inside the zone it serves",
+    });
     if (config.publicAddress6 !== undefined)
       records.push({ name: ns, type: "AAAA", value: config.publicAddress6, at: "registrar", note: "glue (IPv6)" });
   }
@@ -53,7 +61,13 @@ export function registrarRecords(config: Pick<MailConfig, "domain" | "hostname" 
     note: "reverse DNS of the public address; must match the hostname the MTA greets with",
   });
   if (config.publicAddress6 !== undefined)
-    records.push({ name: reverseName(config.publicAddress6), type: "PTR", value: fq(config.hostname), at: "hosting provider", note: "reverse DNS (IPv6)" });
+    records.push({
+      name: reverseName(config.publicAddress6),
+      type: "PTR",
+      value: fq(config.hostname),
+      at: "hosting provider",
+      note: "reverse DNS (IPv6)",
+    });
   return records;
 }
 
@@ -78,13 +92,25 @@ const SCHEME: Record<EndpointName, string> = {
   dns: "dns",
 };
 
-/** Every listener, with the URL a client would use (the hostname for wildcard addresses). */
-export function endpointList(config: Pick<MailConfig, "listen" | "hostname">): EndpointInfo[] {
+/** Every listener, with the URL a client would use (the hostname for wildcard and public addresses). */
+export function endpointList(config: Pick<MailConfig, "listen" | "hostname" | "publicAddress">): EndpointInfo[] {
   const out: EndpointInfo[] = [];
   for (const service of CONTAINER_SERVICES)
     for (const e of serviceEndpoints(config, service)) {
-      const host = e.address === "0.0.0.0" || e.address === "::" ? config.hostname : e.address.includes(":") ? `[${e.address}]` : e.address;
-      out.push({ service, endpoint: e.name, address: e.address, port: e.port, protocol: e.protocols.join("+"), url: `${SCHEME[e.name]}://${host}:${e.port}` });
+      const host =
+        e.address === "0.0.0.0" || e.address === "::" || e.address === config.publicAddress
+          ? config.hostname
+          : e.address.includes(":")
+            ? `[${e.address}]`
+            : e.address;
+      out.push({
+        service,
+        endpoint: e.name,
+        address: e.address,
+        port: e.port,
+        protocol: e.protocols.join("+"),
+        url: `${SCHEME[e.name]}://${host}:${e.port}`,
+      });
     }
   return out;
 }

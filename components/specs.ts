@@ -156,10 +156,9 @@ export function endpointsLabel(endpoints: readonly EndpointSpec[]): string {
 }
 
 export function healthcheckSpec(service: ContainerService): HealthcheckSpec {
-  // The queue has no listener to greet: `queue list` proves its spool is readable and the CLI runs.
-  const probe = service === "queue" ? ["queue", "list"] : ["health", service];
+  // `health queue` has no listener to greet: it proves the spool is readable and the CLI runs.
   return {
-    tests: ["CMD", "mailstack", ...probe, "--config", CONFIG_PATH],
+    tests: ["CMD", "mailstack", "health", service, "--config", CONFIG_PATH],
     interval: "30s",
     timeout: "10s",
     startPeriod: "20s",
@@ -271,7 +270,8 @@ export interface RenderedConfig {
  */
 export function renderServiceConfig(config: MailConfig, opts: RenderOptions): RenderedConfig {
   const users = config.users.map((u) => {
-    const passwordHash = u.password !== undefined ? hashUserPassword(u.password, deterministicSalt(opts.stack, config.domain, u.name)) : u.passwordHash;
+    const passwordHash =
+      u.password !== undefined ? hashUserPassword(u.password, deterministicSalt(opts.stack, config.domain, u.name)) : u.passwordHash;
     if (passwordHash === undefined) throw new Error(`mailstack:users: user "${u.name}" has neither password nor passwordHash`);
     const out: Record<string, unknown> = { name: u.name, passwordHash };
     if (u.quota !== undefined) out.quota = u.quota;
@@ -309,7 +309,12 @@ export function renderServiceConfig(config: MailConfig, opts: RenderOptions): Re
     limits: { ...config.limits },
     resolvers: [...config.resolvers],
     reverseLookups: config.reverseLookups,
-    dns: { ...config.dns, records: config.dns.records.map((r) => ({ ...r })), secondaries: [...config.dns.secondaries], upstream: [...config.dns.upstream] },
+    dns: {
+      ...config.dns,
+      records: config.dns.records.map((r) => ({ ...r })),
+      secondaries: [...config.dns.secondaries],
+      upstream: [...config.dns.upstream],
+    },
     queue: queueOut,
   };
   const prefixed: Record<string, unknown> = {};
@@ -338,59 +343,63 @@ export function dockerVolumeCreateArgs(spec: DataVolumeSpec): string[] {
   ];
 }
 
+/** A Docker duration (`30s`, `1m30s`, `500ms`) in nanoseconds, as the Engine API takes it. */
+export function durationNs(text: string): number {
+  const re = /(\d+)(ms|s|m|h)/gy;
+  let total = 0;
+  let m: RegExpExecArray | null;
+  let seen = 0;
+  while ((m = re.exec(text)) !== null) {
+    total += Number(m[1]) * { ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 }[m[2] as "ms" | "s" | "m" | "h"];
+    seen = re.lastIndex;
+  }
+  if (seen === 0 || seen !== text.length) throw new Error(`bad duration "${text}"`);
+  return total;
+}
+
 /**
- * `docker create` arguments for a container spec. The config file is copied in afterwards
- * (`docker cp`), as the Pulumi provider's `uploads` does, and never passed on the command line.
+ * The Docker Engine API `POST /containers/create?name=<name>` body of a container spec: what the
+ * Pulumi provider sends for the same `docker.Container`, health check in its exec form
+ * (`["CMD", argv...]`, never the CLI's shell form). The config file is copied in afterwards
+ * (`PUT /containers/<id>/archive`, or `docker cp`), as the provider's `uploads` does, and never
+ * passed on the command line. The API never pulls: a missing image is an error.
  */
-export function dockerCreateArgs(spec: ContainerSpec): string[] {
+export function engineCreateRequest(spec: ContainerSpec): { name: string; body: Record<string, unknown> } {
   const hc = spec.healthcheck;
-  const [kind, ...healthArgv] = hc.tests;
-  if (kind !== "CMD") throw new Error(`unsupported healthcheck form ${kind}`);
-  return [
-    "create",
-    "--pull=never",
-    "--name",
-    spec.name,
-    "--user",
-    spec.user,
-    "--network",
-    spec.networkMode,
-    "--init",
-    "--restart",
-    spec.restart,
-    "--stop-timeout",
-    String(spec.stopTimeout),
-    ...spec.capabilities.drops.flatMap((c) => ["--cap-drop", c]),
-    ...spec.capabilities.adds.flatMap((c) => ["--cap-add", c]),
-    ...spec.volumes.flatMap((v) => ["--mount", mountArg(v)]),
-    ...spec.ports.flatMap((p) => ["--publish", `${p.ip}:${p.external}:${p.internal}/${p.protocol}`]),
-    "--health-cmd",
-    shellJoin(healthArgv),
-    "--health-interval",
-    hc.interval,
-    "--health-timeout",
-    hc.timeout,
-    "--health-start-period",
-    hc.startPeriod,
-    "--health-retries",
-    String(hc.retries),
-    ...Object.entries(spec.labels).flatMap(([k, v]) => ["--label", `${k}=${v}`]),
-    "--log-driver",
-    "json-file",
-    ...Object.entries(spec.logOpts).flatMap(([k, v]) => ["--log-opt", `${k}=${v}`]),
-    spec.image,
-    ...spec.command,
-  ];
-}
-
-function mountArg(v: VolumeMountSpec): string {
-  const ro = v.readOnly ? ",readonly" : "";
-  if (v.volumeName !== undefined) return `type=volume,source=${v.volumeName},target=${v.containerPath}${ro}`;
-  if (v.hostPath !== undefined) return `type=bind,source=${v.hostPath},target=${v.containerPath}${ro}`;
-  throw new Error(`mount of ${v.containerPath} has neither a volume nor a host path`);
-}
-
-/** `docker --health-cmd` takes a shell string; CMD-SHELL is what the CLI makes of it. */
-function shellJoin(argv: readonly string[]): string {
-  return argv.map((a) => (/^[A-Za-z0-9_./:=@%+-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(" ");
+  if (hc.tests[0] !== "CMD") throw new Error(`unsupported healthcheck form ${hc.tests[0]}`);
+  const mounts = spec.volumes.map((v) => {
+    if (v.volumeName !== undefined) return { Type: "volume", Source: v.volumeName, Target: v.containerPath, ReadOnly: v.readOnly };
+    if (v.hostPath !== undefined) return { Type: "bind", Source: v.hostPath, Target: v.containerPath, ReadOnly: v.readOnly };
+    throw new Error(`mount of ${v.containerPath} has neither a volume nor a host path`);
+  });
+  const portBindings: Record<string, Array<{ HostIp: string; HostPort: string }>> = {};
+  for (const p of spec.ports) (portBindings[`${p.internal}/${p.protocol}`] ??= []).push({ HostIp: p.ip, HostPort: String(p.external) });
+  return {
+    name: spec.name,
+    body: {
+      Image: spec.image,
+      Cmd: [...spec.command],
+      User: spec.user,
+      Labels: { ...spec.labels },
+      StopTimeout: spec.stopTimeout,
+      ExposedPorts: Object.fromEntries(Object.keys(portBindings).map((k) => [k, {}])),
+      Healthcheck: {
+        Test: [...hc.tests],
+        Interval: durationNs(hc.interval),
+        Timeout: durationNs(hc.timeout),
+        StartPeriod: durationNs(hc.startPeriod),
+        Retries: hc.retries,
+      },
+      HostConfig: {
+        NetworkMode: spec.networkMode,
+        Init: spec.init,
+        RestartPolicy: { Name: spec.restart },
+        CapAdd: [...spec.capabilities.adds],
+        CapDrop: [...spec.capabilities.drops],
+        Mounts: mounts,
+        PortBindings: portBindings,
+        LogConfig: { Type: "json-file", Config: { ...spec.logOpts } },
+      },
+    },
+  };
 }

@@ -36,6 +36,23 @@ function decodeValue(value: string): unknown {
   }
 }
 
+/**
+ * The deployment's defaults on top of the stack's own values. With host networking a service
+ * binds what its config says, and the schema's default `listen.address` (0.0.0.0) would put it on
+ * every address of the host, private and management networks included. So when the stack leaves
+ * `listen.address` unset, the deployment binds the stack's `publicAddress`. An endpoint that names
+ * its own address keeps it; a stack that sets `listen.address` (0.0.0.0 too) keeps that. Pure.
+ */
+export function withDeploymentDefaults(raw: Record<string, unknown>): Record<string, unknown> {
+  const key = `${NAMESPACE}:listen`;
+  const publicAddress = raw[`${NAMESPACE}:publicAddress`];
+  const listen = raw[key];
+  if (typeof publicAddress !== "string") return raw;
+  if (listen === undefined) return { ...raw, [key]: { address: publicAddress } };
+  if (typeof listen !== "object" || listen === null || Array.isArray(listen) || "address" in listen) return raw;
+  return { ...raw, [key]: { ...listen, address: publicAddress } };
+}
+
 /** A copy without any plaintext password or key: users keep their hashes, nothing else secret. */
 export function redactSecrets(config: MailConfig): MailConfig {
   const { sshPrivateKey: _key, ...deploy } = config.deploy;
@@ -66,7 +83,7 @@ export interface StackConfig {
 
 export function readStackConfig(): StackConfig {
   const stack = pulumi.getStack();
-  const raw = decodePulumiConfig(pulumi.runtime.allConfig());
+  const raw = withDeploymentDefaults(decodePulumiConfig(pulumi.runtime.allConfig()));
   const source = `stack ${stack}`;
   // Parsed here, in full, so that bad config fails the preview with every key path at once.
   const full = parseConfig(raw, source);

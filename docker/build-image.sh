@@ -4,7 +4,10 @@
 #
 #   docker/build-image.sh [TAG]        prints the image id (sha256:...) on stdout
 #
-# Environment: BASE_IMAGE (default: the image docker/build-base.sh builds, built if missing).
+# Environment: BASE_IMAGE (default: the image docker/build-base.sh builds, built if missing);
+# MAILSTACK_BUILD (optional): a label value (mailstack.build) on every stage's image, so a caller
+# can prune exactly its own untagged stage images:
+#   docker image prune -f --filter label=mailstack.stage --filter label=mailstack.build=$MAILSTACK_BUILD
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TAG="${1:-mailstack:local}"
@@ -26,6 +29,6 @@ start=$SECONDS
 # `docker build` takes no --pull=never (its --pull is a boolean): --pull=false plus the check above
 # means nothing is pulled. --network host: RUN steps reach the npm registry without a bridge.
 DOCKER_BUILDKIT=0 docker build --pull=false --network host --quiet=false \
-  --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$TAG" -f Dockerfile . >&2
+  --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg MAILSTACK_BUILD="${MAILSTACK_BUILD:-}" -t "$TAG" -f Dockerfile . >&2
 echo "build-image: $TAG built in $((SECONDS - start))s" >&2
 docker image inspect --format '{{.Id}}' "$TAG"

@@ -7,6 +7,8 @@
 import type { ReportViolation, ResourceValidationArgs, ResourceValidationPolicy } from "@pulumi/policy";
 
 export type { ReportViolation, ResourceValidationArgs, ResourceValidationPolicy };
+
+import { type Cidr, parseCidr } from "./cidr";
 import {
   CONFIG_PATH,
   CONTAINER_DATA_DIR,
@@ -16,8 +18,7 @@ import {
   type MailEndpointName,
   PLAINTEXT_LOGIN_ENDPOINTS,
   WELL_KNOWN_PORTS,
-} from "../components/constants";
-import { type Cidr, parseCidr } from "../lib/cidr";
+} from "./constants";
 
 export const CONTAINER = "docker:index/container:Container";
 export const REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage";
@@ -26,9 +27,17 @@ export const REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage";
 export const DEFAULT_DOCKER_NETWORKS = ["172.17.0.0/16"];
 
 /** Address space that never leaves a site: RFC 1918, loopback, link-local, CGNAT, ULA. */
-const NON_PUBLIC = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16", "100.64.0.0/10", "::1/128", "fc00::/7", "fe80::/10"].map(
-  (c) => parseCidr(c)!,
-);
+const NON_PUBLIC = [
+  "10.0.0.0/8",
+  "172.16.0.0/12",
+  "192.168.0.0/16",
+  "127.0.0.0/8",
+  "169.254.0.0/16",
+  "100.64.0.0/10",
+  "::1/128",
+  "fc00::/7",
+  "fe80::/10",
+].map((c) => parseCidr(c)!);
 
 // ---------------------------------------------------------------------------------------------
 // Reading a container's inputs
@@ -46,7 +55,8 @@ interface ContainerView {
 
 function containerView(props: Props): ContainerView {
   const labels = new Map<string, string>();
-  for (const l of (props.labels ?? []) as Array<{ label?: string; value?: string }>) if (l?.label !== undefined) labels.set(l.label, String(l.value ?? ""));
+  for (const l of (props.labels ?? []) as Array<{ label?: string; value?: string }>)
+    if (l?.label !== undefined) labels.set(l.label, String(l.value ?? ""));
   return {
     service: labels.get(LABEL_SERVICE),
     hostNetwork: props.networkMode === "host",
@@ -83,7 +93,10 @@ function listeners(config: Record<string, any> | undefined): Map<MailEndpointNam
     const ep = listen[name];
     if (ep === false) continue;
     if (ep && typeof ep === "object" && typeof (ep as { port?: unknown }).port === "number")
-      out.set(name, { address: String((ep as { address?: unknown }).address ?? listen.address ?? "0.0.0.0"), port: (ep as { port: number }).port });
+      out.set(name, {
+        address: String((ep as { address?: unknown }).address ?? listen.address ?? "0.0.0.0"),
+        port: (ep as { port: number }).port,
+      });
     else if (typeof ep === "number") out.set(name, { address: String(listen.address ?? "0.0.0.0"), port: ep });
     else if (ep === undefined) out.set(name, { address: String(listen.address ?? "0.0.0.0"), port: WELL_KNOWN_PORTS[name] });
   }
@@ -112,7 +125,8 @@ function within(inner: Cidr, outer: Cidr): boolean {
 export function noOpenRelayTrust(): ResourceValidationPolicy {
   return {
     name: "mailstack-no-open-relay-trust",
-    description: "trustedNetworks must not contain 0.0.0.0/0, ::/0 or a Docker bridge, and trust needs real client addresses (host networking)",
+    description:
+      "trustedNetworks must not contain 0.0.0.0/0, ::/0 or a Docker bridge, and trust needs real client addresses (host networking)",
     enforcementLevel: "mandatory",
     configSchema: {
       properties: { dockerNetworks: { type: "array", items: { type: "string" }, default: DEFAULT_DOCKER_NETWORKS } },
@@ -121,7 +135,9 @@ export function noOpenRelayTrust(): ResourceValidationPolicy {
       if (args.type !== CONTAINER) return;
       const view = containerView(args.props);
       if (!view.config) return;
-      const docker = (args.getConfig<{ dockerNetworks?: string[] }>().dockerNetworks ?? DEFAULT_DOCKER_NETWORKS).map((c) => parseCidr(c)).filter((c): c is Cidr => c !== null);
+      const docker = (args.getConfig<{ dockerNetworks?: string[] }>().dockerNetworks ?? DEFAULT_DOCKER_NETWORKS)
+        .map((c) => parseCidr(c))
+        .filter((c): c is Cidr => c !== null);
       const nets = trustedNetworks(view.config);
       for (const n of nets) {
         const c = parseCidr(n);
@@ -134,10 +150,15 @@ export function noOpenRelayTrust(): ResourceValidationPolicy {
           continue;
         }
         const bridge = docker.find((d) => overlaps(c, d));
-        if (bridge) report(`trustedNetworks entry ${n} overlaps the Docker bridge ${cidrText(bridge)}: NATed clients appear from its gateway and could relay`);
+        if (bridge)
+          report(
+            `trustedNetworks entry ${n} overlaps the Docker bridge ${cidrText(bridge)}: NATed clients appear from its gateway and could relay`,
+          );
       }
       if (nets.length > 0 && !view.hostNetwork)
-        report(`container trusts ${nets.join(", ")} but is not on the host network: through Docker's NAT every client can appear as the bridge gateway`);
+        report(
+          `container trusts ${nets.join(", ")} but is not on the host network: through Docker's NAT every client can appear as the bridge gateway`,
+        );
     },
   };
 }
@@ -150,26 +171,37 @@ export function noOpenRelayTrust(): ResourceValidationPolicy {
 export function plaintextAuthNeedsTlsOrTrust(): ResourceValidationPolicy {
   return {
     name: "mailstack-plaintext-auth-tls-or-trust",
-    description: "plaintext logins only with TLS or from trusted networks: trusted networks are private, seen through host networking, and TLS is available",
+    description:
+      "plaintext logins only with TLS or from trusted networks: trusted networks are private, seen through host networking, and TLS is available",
     enforcementLevel: "mandatory",
     validateResource: (args, report) => {
       if (args.type !== CONTAINER) return;
       const view = containerView(args.props);
       if (!view.config || !["smtp", "pop3", "imap"].includes(view.service ?? "")) return;
-      const login = [...listeners(view.config)].filter(([name]) => PLAINTEXT_LOGIN_ENDPOINTS.includes(name) && endpointService(name) === view.service);
+      const login = [...listeners(view.config)].filter(
+        ([name]) => PLAINTEXT_LOGIN_ENDPOINTS.includes(name) && endpointService(name) === view.service,
+      );
       if (login.length === 0) return;
       for (const n of trustedNetworks(view.config)) {
         const c = parseCidr(n);
         if (c && !NON_PUBLIC.some((p) => within(c, p)))
-          report(`trustedNetworks entry ${n} is public address space: plaintext passwords from it would cross the internet (use TLS, or trust only private networks)`);
+          report(
+            `trustedNetworks entry ${n} is public address space: plaintext passwords from it would cross the internet (use TLS, or trust only private networks)`,
+          );
       }
       if (!view.hostNetwork && trustedNetworks(view.config).length > 0)
-        report(`${view.service} decides where plaintext logins are allowed from client addresses, which it cannot see behind Docker's NAT: use host networking`);
+        report(
+          `${view.service} decides where plaintext logins are allowed from client addresses, which it cannot see behind Docker's NAT: use host networking`,
+        );
       const tls = (view.config.tls ?? {}) as Record<string, unknown>;
-      const material = (typeof tls.cert === "string" && typeof tls.key === "string") || (typeof tls.certFile === "string" && typeof tls.keyFile === "string");
+      const material =
+        (typeof tls.cert === "string" && typeof tls.key === "string") ||
+        (typeof tls.certFile === "string" && typeof tls.keyFile === "string");
       const writableData = volumes(args.props).some((v) => v.containerPath === dataDirOf(view.config) && !v.readOnly);
       if (!material && !writableData)
-        report(`${view.service} has no TLS certificate and no writable data directory for its self-signed one: STARTTLS would be impossible`);
+        report(
+          `${view.service} has no TLS certificate and no writable data directory for its self-signed one: STARTTLS would be impossible`,
+        );
       if (tls.key !== undefined && typeof tls.key !== "string") report("tls.key is not a PEM string (an undecrypted secret?)");
     },
   };
@@ -197,7 +229,8 @@ export function onlyMailAndDnsPorts(): ResourceValidationPolicy {
       const allowed = new Set<number>([...Object.values(WELL_KNOWN_PORTS), ...[...own.values()].map((e) => e.port)]);
       if (props.publishAllPorts === true) report("publishAllPorts exposes every port the image declares");
       for (const p of (props.ports ?? []) as Array<{ internal?: number; external?: number }>) {
-        for (const port of [p.internal, p.external]) if (port !== undefined && !allowed.has(port)) report(`port ${port} is published but is no mail or DNS port`);
+        for (const port of [p.internal, p.external])
+          if (port !== undefined && !allowed.has(port)) report(`port ${port} is published but is no mail or DNS port`);
       }
       if (!view.hostNetwork) return;
       if (view.service === undefined) {
@@ -216,7 +249,8 @@ export function onlyMailAndDnsPorts(): ResourceValidationPolicy {
           continue;
         }
         const configured = own.get(m[1] as MailEndpointName);
-        if (view.config && (!configured || configured.port !== Number(m[3]))) report(`declared endpoint "${entry}" is not what the container's config listens on`);
+        if (view.config && (!configured || configured.port !== Number(m[3])))
+          report(`declared endpoint "${entry}" is not what the container's config listens on`);
       }
     },
   };
@@ -258,7 +292,8 @@ export function restartAndHealthcheck(): ResourceValidationPolicy {
     validateResource: (args, report) => {
       if (args.type !== CONTAINER) return;
       const restart = args.props.restart;
-      if (!["always", "unless-stopped", "on-failure"].includes(restart)) report(`restart policy is ${restart === undefined ? "unset (no)" : `"${restart}"`}; use unless-stopped`);
+      if (!["always", "unless-stopped", "on-failure"].includes(restart))
+        report(`restart policy is ${restart === undefined ? "unset (no)" : `"${restart}"`}; use unless-stopped`);
       const tests = (args.props.healthcheck?.tests ?? []) as string[];
       if (tests.length === 0 || tests[0] === "NONE") report("container has no health check");
     },
@@ -285,7 +320,8 @@ export function pinnedImages(): ResourceValidationPolicy {
         if (PINNED.test(name)) return;
         const tag = /:([^/:]+)$/.exec(name)?.[1];
         if (args.props.build === undefined) report(`image "${name}" is pulled by tag; pin it by digest (name@sha256:...)`);
-        else if (tag === undefined || tag === "latest") report(`built image "${name}" is tagged ${tag ?? "latest (implicitly)"}; tag it by content`);
+        else if (tag === undefined || tag === "latest")
+          report(`built image "${name}" is tagged ${tag ?? "latest (implicitly)"}; tag it by content`);
       }
     },
   };
@@ -300,9 +336,17 @@ interface VolumeView {
 function volumes(props: Props): VolumeView[] {
   const out: VolumeView[] = [];
   for (const v of (props.volumes ?? []) as Array<Record<string, unknown>>)
-    out.push({ containerPath: String(v.containerPath ?? ""), named: typeof v.volumeName === "string" && v.hostPath === undefined, readOnly: v.readOnly === true });
+    out.push({
+      containerPath: String(v.containerPath ?? ""),
+      named: typeof v.volumeName === "string" && v.hostPath === undefined,
+      readOnly: v.readOnly === true,
+    });
   for (const m of (props.mounts ?? []) as Array<Record<string, unknown>>)
-    out.push({ containerPath: String(m.target ?? ""), named: m.type === "volume" && typeof m.source === "string", readOnly: m.readOnly === true });
+    out.push({
+      containerPath: String(m.target ?? ""),
+      named: m.type === "volume" && typeof m.source === "string",
+      readOnly: m.readOnly === true,
+    });
   return out;
 }
 
@@ -336,5 +380,13 @@ function cidrText(c: Cidr): string {
 
 /** Every mailstack policy, as the pack runs them. */
 export function mailstackPolicies(): ResourceValidationPolicy[] {
-  return [noOpenRelayTrust(), plaintextAuthNeedsTlsOrTrust(), onlyMailAndDnsPorts(), noSecretsInEnvironment(), restartAndHealthcheck(), pinnedImages(), mailDataOnNamedVolume()];
+  return [
+    noOpenRelayTrust(),
+    plaintextAuthNeedsTlsOrTrust(),
+    onlyMailAndDnsPorts(),
+    noSecretsInEnvironment(),
+    restartAndHealthcheck(),
+    pinnedImages(),
+    mailDataOnNamedVolume(),
+  ];
 }

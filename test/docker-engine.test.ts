@@ -20,21 +20,23 @@ import { promisify } from "node:util";
 import { ImapFlow } from "imapflow";
 import nodemailer from "nodemailer";
 import { parse as parseYaml } from "yaml";
-import { type MailConfig, parseConfig } from "../config/schema";
 import {
   CONFIG_PATH,
   type ContainerSpec,
   dataVolumeSpec,
-  dockerCreateArgs,
   dockerVolumeCreateArgs,
+  engineCreateRequest,
   renderServiceConfig,
   serializeServiceConfig,
   serviceContainers,
 } from "../components/specs";
+import { type MailConfig, parseConfig } from "../config/schema";
 
 const run = promisify(execFile);
 const REPO = path.resolve(__dirname, "..");
 const TAG = `mailstack:test-${process.pid}`;
+/** The mailstack.build label of this run's images: afterAll prunes exactly these. */
+const BUILD_ID = `test-${process.pid}-${randomBytes(4).toString("hex")}`;
 
 async function docker(...args: string[]): Promise<string> {
   const { stdout } = await run("docker", args, { maxBuffer: 64 * 1024 * 1024 });
@@ -43,6 +45,26 @@ async function docker(...args: string[]): Promise<string> {
 
 function dockerSync(...args: string[]) {
   return spawnSync("docker", args, { encoding: "utf8" });
+}
+
+/** The engine's Unix socket (DOCKER_HOST=unix://..., else the default). */
+function engineSocket(): string {
+  const host = process.env.DOCKER_HOST;
+  if (host?.startsWith("unix://")) return host.slice("unix://".length);
+  if (host) throw new Error(`DOCKER_HOST=${host}: this test talks to the Engine API over a Unix socket`);
+  return "/var/run/docker.sock";
+}
+
+/** One Engine API request through curl; returns the parsed JSON body, throws on a non-2xx status. */
+async function engineApi(method: string, apiPath: string, body?: unknown): Promise<unknown> {
+  const args = ["-sS", "--unix-socket", engineSocket(), "-X", method, "-w", "\n%{http_code}"];
+  if (body !== undefined) args.push("-H", "Content-Type: application/json", "--data-binary", JSON.stringify(body));
+  const { stdout } = await run("curl", [...args, `http://localhost${apiPath}`], { maxBuffer: 16 * 1024 * 1024 });
+  const cut = stdout.lastIndexOf("\n");
+  const status = Number(stdout.slice(cut + 1));
+  const text = stdout.slice(0, cut);
+  if (status < 200 || status > 299) throw new Error(`${method} ${apiPath}: HTTP ${status}: ${text}`);
+  return text === "" ? undefined : JSON.parse(text);
 }
 
 /** A random 127.x.y.z: nothing else on this machine listens there. */
@@ -92,7 +114,11 @@ beforeAll(async () => {
   const info = dockerSync("info", "--format", "{{.ServerVersion}}");
   if (info.status !== 0) throw new Error(`no Docker engine (run: bash docker/prepare.sh): ${info.stderr.trim()}`);
   const started = Date.now();
-  const { stdout } = await run("bash", [path.join(REPO, "docker/build-image.sh"), TAG], { cwd: REPO, maxBuffer: 64 * 1024 * 1024 });
+  const { stdout } = await run("bash", [path.join(REPO, "docker/build-image.sh"), TAG], {
+    cwd: REPO,
+    maxBuffer: 64 * 1024 * 1024,
+    env: { ...process.env, MAILSTACK_BUILD: BUILD_ID },
+  });
   buildSeconds = (Date.now() - started) / 1000;
   imageId = stdout.trim().split("\n").pop()!;
   expect(imageId).toMatch(/^sha256:[0-9a-f]{64}$/);
@@ -101,6 +127,11 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (imageId) dockerSync("image", "rm", TAG);
+  // The classic builder leaves the build and deps stages as untagged images: remove this run's
+  // (and only this run's: the filter names its build id) along with their untagged parents.
+  dockerSync("image", "prune", "-f", "--filter", "label=mailstack.stage", "--filter", `label=mailstack.build=${BUILD_ID}`);
+  const left = dockerSync("images", "-a", "-q", "--filter", `label=mailstack.build=${BUILD_ID}`).stdout.trim();
+  if (left !== "") throw new Error(`images of build ${BUILD_ID} left behind: ${left.replace(/\n/g, " ")}`);
 });
 
 describe("the image", () => {
@@ -118,7 +149,11 @@ describe("the image", () => {
       "id -u; id -g; node --version; test -f /app/dist/cli/main.js && test -d /app/node_modules/smtp-server && echo dist; ls -d /app/node_modules/jest /app/node_modules/ts-jest /app/node_modules/fast-check /app/node_modules/imapflow /app/node_modules/eslint 2>&1 | grep -c 'No such'; ls /app/cli /app/test /tmp/build-ca 2>&1 | grep -c 'No such'; command -v mailstack",
     );
     expect(out.split("\n")).toEqual(["10001", "10001", expect.stringMatching(/^v22\./), "dist", "5", "3", "/usr/local/bin/mailstack"]);
-    const env = JSON.parse(await docker("image", "inspect", "--format", "{{json .Config}}", imageId)) as { Env: string[]; User: string; Entrypoint: string[] };
+    const env = JSON.parse(await docker("image", "inspect", "--format", "{{json .Config}}", imageId)) as {
+      Env: string[];
+      User: string;
+      Entrypoint: string[];
+    };
     expect(env.User).toBe("10001:10001");
     expect(env.Entrypoint).toEqual(["/usr/local/bin/mailstack"]);
     expect(env.Env.filter((e) => /PASS|SECRET|TOKEN|KEY|CA_CERTS/i.test(e))).toEqual([]);
@@ -130,7 +165,22 @@ describe("the image", () => {
     const script = `const net=require("net");const ports=[${Array.from({ length: 5 }, () => randomInt(600, 1000)).join(",")}];
       (async()=>{for(const p of ports){const r=await new Promise(res=>{const s=net.createServer();s.once("error",e=>res(e.code));s.listen(p,"${address}",()=>s.close(()=>res("bound "+p)))});
       if(r!=="EADDRINUSE"){console.log(r, process.getuid());return}}console.log("all in use")})()`;
-    const out = await docker("run", "--rm", "--pull=never", "--network", "host", "--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE", "--entrypoint", "node", imageId, "-e", script);
+    const out = await docker(
+      "run",
+      "--rm",
+      "--pull=never",
+      "--network",
+      "host",
+      "--cap-drop",
+      "ALL",
+      "--cap-add",
+      "NET_BIND_SERVICE",
+      "--entrypoint",
+      "node",
+      imageId,
+      "-e",
+      script,
+    );
     expect(out).toMatch(/^bound \d+ 10001$/);
   });
 
@@ -138,7 +188,10 @@ describe("the image", () => {
     const work = mkdtempSync("/tmp/mailstack-check-");
     const name = `mailstack-check-${randomBytes(4).toString("hex")}`;
     try {
-      const lx = parseConfig((parseYaml(readFileSync(path.join(REPO, "stacks/Pulumi.lx.yaml"), "utf8")) as { config: Record<string, unknown> }).config, "lx");
+      const lx = parseConfig(
+        (parseYaml(readFileSync(path.join(REPO, "stacks/Pulumi.lx.yaml"), "utf8")) as { config: Record<string, unknown> }).config,
+        "lx",
+      );
       const file = path.join(work, "config.json");
       writeFileSync(file, serializeServiceConfig(renderServiceConfig(lx, { stack: "lx" })));
       chmodSync(file, 0o644);
@@ -173,6 +226,8 @@ describe("the service containers from the components' specs: a round trip", () =
   while (untrusted === listen || untrusted === trusted) untrusted = randomLoopback();
   const alicePassword = `alice-${randomBytes(6).toString("hex")}`;
   const bobPassword = `bob-${randomBytes(6).toString("hex")}`;
+  /** Sent in failed logins: must show up in no log either. */
+  const wrongPassword = `wrong-${randomBytes(6).toString("hex")}`;
   let work = "";
   let config: MailConfig;
   let specs: ContainerSpec[] = [];
@@ -181,7 +236,9 @@ describe("the service containers from the components' specs: a round trip", () =
   let volumeName = "";
 
   async function createAndStart(spec: ContainerSpec, configFile: string) {
-    await docker(...dockerCreateArgs(spec));
+    // Through the Engine API, as the Pulumi provider creates it: the health check in exec form.
+    const request = engineCreateRequest(spec);
+    await engineApi("POST", `/containers/create?name=${encodeURIComponent(request.name)}`, request.body);
     created.push(spec.name);
     // What the Pulumi provider's `uploads` does: the file goes in before the container starts.
     await docker("cp", configFile, `${spec.name}:${CONFIG_PATH}`);
@@ -303,8 +360,13 @@ p.quit()
       expect(c.HostConfig.RestartPolicy.Name).toBe("unless-stopped");
       expect(c.HostConfig.CapDrop).toEqual(["ALL"]);
       expect((c.HostConfig.CapAdd as string[]).map((x) => x.replace(/^CAP_/, ""))).toEqual(["NET_BIND_SERVICE"]);
-      expect(c.Mounts).toEqual([expect.objectContaining({ Type: "volume", Name: volumeName, Destination: "/var/lib/mailstack", RW: true })]);
-      expect(c.Config.Healthcheck.Test.slice(1).join(" ")).toContain(spec.healthcheck.tests.slice(1).join(" "));
+      expect(c.Mounts).toEqual([
+        expect.objectContaining({ Type: "volume", Name: volumeName, Destination: "/var/lib/mailstack", RW: true }),
+      ]);
+      // Exactly the components' exec form (["CMD", ...]), not the CLI's ["CMD-SHELL", "..."].
+      expect(c.Config.Healthcheck).toEqual({ Test: spec.healthcheck.tests, Interval: 30e9, Timeout: 10e9, StartPeriod: 20e9, Retries: 3 });
+      expect(c.Config.Healthcheck.Test).toEqual(["CMD", "mailstack", "health", spec.service, "--config", CONFIG_PATH]);
+      expect(c.Config.Labels).toEqual(expect.objectContaining(spec.labels));
       const env = (c.Config.Env as string[]).join("\n");
       expect(env).not.toContain(alicePassword);
       expect(JSON.stringify(c)).not.toContain(alicePassword);
@@ -319,7 +381,9 @@ p.quit()
 
   test("DNS: the domain's MX and the mail host's A record, from the DNS container", () => {
     const dig = (name: string, type: string) =>
-      execFileSync("dig", [`@${listen}`, "-p", String(ports.dns), name, type, "+short", "+time=2", "+tries=2"], { encoding: "utf8" }).trim();
+      execFileSync("dig", [`@${listen}`, "-p", String(ports.dns), name, type, "+short", "+time=2", "+tries=2"], {
+        encoding: "utf8",
+      }).trim();
     expect(dig(domain, "MX")).toBe(`10 mail.${domain}.`);
     expect(dig(`mail.${domain}`, "A")).toBe(listen);
   });
@@ -328,9 +392,12 @@ p.quit()
     const envelope = { from: `someone@${domain}`, to: ["victim@example.invalid"] };
     const outsider = transport(untrusted);
     try {
-      await expect(outsider.sendMail({ envelope, from: envelope.from, to: envelope.to, subject: "relay attempt", text: "x" })).rejects.toMatchObject({
-        responseCode: expect.any(Number),
-        response: expect.stringMatching(/^5\d\d /),
+      await expect(
+        outsider.sendMail({ envelope, from: envelope.from, to: envelope.to, subject: "relay attempt", text: "x" }),
+      ).rejects.toMatchObject({
+        command: "RCPT TO",
+        responseCode: 554,
+        response: expect.stringMatching(/^554 5\.7\.1 .*Relay access denied/i),
       });
     } finally {
       outsider.close();
@@ -338,8 +405,11 @@ p.quit()
     // The same from 127.0.0.1 (the address a NATed client could wear): refused too.
     const local = transport("127.0.0.1");
     try {
-      await expect(local.sendMail({ envelope, from: envelope.from, to: envelope.to, subject: "relay attempt", text: "x" })).rejects.toMatchObject({
-        response: expect.stringMatching(/^5\d\d /),
+      await expect(
+        local.sendMail({ envelope, from: envelope.from, to: envelope.to, subject: "relay attempt", text: "x" }),
+      ).rejects.toMatchObject({
+        command: "RCPT TO",
+        response: expect.stringMatching(/^554 5\.7\.1 .*Relay access denied/i),
       });
     } finally {
       local.close();
@@ -384,7 +454,8 @@ p.quit()
     await send("after replacement");
     await waitFor("all three messages", async () => {
       const subjects = await imapSubjects();
-      for (const s of ["first message", "after restart", "after replacement"]) if (!subjects.includes(s)) throw new Error(`missing ${s}: ${subjects.join(", ")}`);
+      for (const s of ["first message", "after restart", "after replacement"])
+        if (!subjects.includes(s)) throw new Error(`missing ${s}: ${subjects.join(", ")}`);
     });
     expect(pop3Subjects()).toEqual(expect.arrayContaining(["first message", "after restart", "after replacement"]));
   });
@@ -403,15 +474,68 @@ p.quit()
 
   test("a wrong password gets the same refusal as an unknown user, over TLS", async () => {
     const attempt = (user: string, pass: string) => {
-      const c = new ImapFlow({ host: listen, port: ports.imaps!, secure: true, tls: { rejectUnauthorized: false }, auth: { user, pass }, logger: false });
+      const c = new ImapFlow({
+        host: listen,
+        port: ports.imaps!,
+        secure: true,
+        tls: { rejectUnauthorized: false },
+        auth: { user, pass },
+        logger: false,
+      });
       return c.connect().then(
         () => c.logout().then(() => "ok"),
-        (err: { authenticationFailed?: boolean; responseText?: string }) => (err.authenticationFailed ? `failed: ${err.responseText ?? ""}` : `error ${String(err)}`),
+        (err: { authenticationFailed?: boolean; responseText?: string }) =>
+          err.authenticationFailed ? `failed: ${err.responseText ?? ""}` : `error ${String(err)}`,
       );
     };
-    const wrong = await attempt("alice", "not-the-password");
-    const unknown = await attempt("nobody", "not-the-password");
+    const wrong = await attempt("alice", wrongPassword);
+    const unknown = await attempt("nobody", wrongPassword);
     expect(wrong).toMatch(/^failed/);
     expect(unknown).toBe(wrong);
+  });
+
+  test("no password, right or wrong, appears in any container's log", async () => {
+    // A failed SMTP AUTH (after STARTTLS) and a failed POP3 login as well, with the wrong password.
+    const t = nodemailer.createTransport({
+      host: listen,
+      port: ports.submission!,
+      secure: false,
+      requireTLS: true,
+      tls: { rejectUnauthorized: false },
+      auth: { user: "bob", pass: wrongPassword },
+      connectionTimeout: 10_000,
+    });
+    try {
+      await expect(t.verify()).rejects.toMatchObject({ code: "EAUTH" });
+    } finally {
+      t.close();
+    }
+    const pop = spawnSync(
+      "python3",
+      [
+        "-c",
+        `import poplib, ssl, sys
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+p = poplib.POP3_SSL(sys.argv[1], int(sys.argv[2]), context=ctx, timeout=10)
+p.user("alice")
+try:
+    p.pass_(sys.argv[3]); print("accepted")
+except poplib.error_proto as e:
+    print("refused")`,
+        listen,
+        String(ports.pop3s),
+        wrongPassword,
+      ],
+      { encoding: "utf8", timeout: 30_000 },
+    );
+    expect(pop.stdout.trim()).toBe("refused");
+    for (const spec of specs) {
+      const logs = dockerSync("logs", spec.name);
+      expect(logs.status).toBe(0);
+      const all = `${logs.stdout}\n${logs.stderr}`;
+      // The services log: otherwise this test could not fail.
+      if (spec.service !== "queue") expect(all.length).toBeGreaterThan(0);
+      for (const secret of [alicePassword, bobPassword, wrongPassword]) expect(all).not.toContain(secret);
+    }
   });
 });

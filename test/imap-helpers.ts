@@ -10,12 +10,12 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import * as tls from "node:tls";
 import { ImapFlow, type ImapFlowOptions } from "imapflow";
-import { loadStack } from "../config/load";
 import type { MailConfig } from "../config/schema";
 import { startImap } from "../imap";
 import { silentLogger } from "../lib/log";
 import type { RunningService } from "../lib/service";
 import { MaildirDelivery } from "../store/deliver";
+import { testStack } from "./helpers/stack";
 
 export const PASSWORDS: Record<string, string> = { lx: "lx-password", lei: "lei-password" };
 
@@ -41,24 +41,13 @@ export interface ImapEnvOptions {
 }
 
 export async function startImapEnv(opts: ImapEnvOptions = {}): Promise<ImapEnv> {
-  const dataDir = opts.dataDir ?? mkdtempSync(path.join(tmpdir(), "mailstack-imap-"));
-  const overrides: Record<string, unknown> = {
-    "mailstack:dataDir": dataDir,
-    "mailstack:listen": {
-      address: "127.0.0.1",
-      imap: 0,
-      imaps: 0,
-      smtp: false,
-      submission: false,
-      smtps: false,
-      pop3: false,
-      pop3s: false,
-      dns: false,
-    },
-    "mailstack:limits": { authFailureDelay: 0.05, ...(opts.limits ?? {}) },
-  };
-  if (opts.trustedNetworks) overrides["mailstack:trustedNetworks"] = opts.trustedNetworks;
-  const config = loadStack("dev", overrides);
+  const { config, dataDir } = testStack({
+    listen: ["imap", "imaps"],
+    prefix: "mailstack-imap-",
+    ...(opts.dataDir ? { dataDir: opts.dataDir } : {}),
+    ...(opts.trustedNetworks ? { trustedNetworks: opts.trustedNetworks } : {}),
+    ...(opts.limits ? { limits: opts.limits } : {}),
+  });
   const delivery = new MaildirDelivery(dataDir);
   let stopped = true;
   const env: ImapEnv = {

@@ -2,7 +2,12 @@
 // The pack's own @pulumi/policy (policy/node_modules), through the module that uses it.
 import type { ResourceValidationArgs, ResourceValidationPolicy } from "../policy/policies";
 
-export function validationArgs(type: string, props: Record<string, unknown>, name = "res", config: Record<string, unknown> = {}): ResourceValidationArgs {
+export function validationArgs(
+  type: string,
+  props: Record<string, unknown>,
+  name = "res",
+  config: Record<string, unknown> = {},
+): ResourceValidationArgs {
   return {
     type,
     props,
@@ -26,7 +31,12 @@ export function validationArgs(type: string, props: Record<string, unknown>, nam
 }
 
 /** Every violation the policy reports for one resource. */
-export async function violations(policy: ResourceValidationPolicy, type: string, props: Record<string, unknown>, config: Record<string, unknown> = {}): Promise<string[]> {
+export async function violations(
+  policy: ResourceValidationPolicy,
+  type: string,
+  props: Record<string, unknown>,
+  config: Record<string, unknown> = {},
+): Promise<string[]> {
   const found: string[] = [];
   const fns = Array.isArray(policy.validateResource) ? policy.validateResource : policy.validateResource ? [policy.validateResource] : [];
   if (fns.length === 0) throw new Error(`${policy.name} has no validateResource`);

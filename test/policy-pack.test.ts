@@ -7,7 +7,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import * as path from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { MockEngine, type Recorded, REPO, stackConfigMap } from "./pulumi-harness";
+import { MockEngine, REPO, type Recorded, stackConfigMap } from "./pulumi-harness";
 
 // The engine's own protocol definitions, from the SDK.
 const analyzerPb = require("@pulumi/pulumi/proto/analyzer_pb");
@@ -68,7 +68,10 @@ async function analyze(r: Recorded): Promise<Diagnostic[]> {
   req.setUrn(r.urn);
   req.setProperties(structPb.Struct.fromJavaScript(JSON.parse(JSON.stringify(r.inputs))));
   req.setOptions(new analyzerPb.AnalyzerResourceOptions());
-  const res = await call<{ getDiagnosticsList(): Array<{ getPolicyname(): string; getMessage(): string; getEnforcementlevel(): number }> }>("analyze", req);
+  const res = await call<{ getDiagnosticsList(): Array<{ getPolicyname(): string; getMessage(): string; getEnforcementlevel(): number }> }>(
+    "analyze",
+    req,
+  );
   return res.getDiagnosticsList().map((d) => ({ policy: d.getPolicyname(), message: d.getMessage(), level: d.getEnforcementlevel() }));
 }
 
@@ -80,7 +83,10 @@ async function stackResources(config?: Record<string, unknown>): Promise<Recorde
 }
 
 test("the pack describes its seven policies to the engine", async () => {
-  const info = await call<{ getPoliciesList(): Array<{ getName(): string }>; getName(): string }>("getAnalyzerInfo", new (require("google-protobuf/google/protobuf/empty_pb").Empty)());
+  const info = await call<{ getPoliciesList(): Array<{ getName(): string }>; getName(): string }>(
+    "getAnalyzerInfo",
+    new (require("google-protobuf/google/protobuf/empty_pb").Empty)(),
+  );
   expect(info.getName()).toBe("mailstack");
   expect(info.getPoliciesList().map((p) => p.getName())).toHaveLength(7);
 });
@@ -95,6 +101,9 @@ test("a container whose (secret) config trusts the Docker bridge is reported", a
   const resources = await stackResources({ ...stackConfigMap("lx"), "mailstack:trustedNetworks": ["192.168.25.0/24", "172.17.0.0/16"] });
   const smtp = resources.find((r) => r.name === "mailstack-smtp-container")!;
   expect(await analyze(smtp)).toEqual([
-    expect.objectContaining({ policy: "mailstack-no-open-relay-trust", message: expect.stringContaining("overlaps the Docker bridge 172.17.0.0/16") }),
+    expect.objectContaining({
+      policy: "mailstack-no-open-relay-trust",
+      message: expect.stringContaining("overlaps the Docker bridge 172.17.0.0/16"),
+    }),
   ]);
 });

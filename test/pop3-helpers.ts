@@ -8,13 +8,13 @@ import * as net from "node:net";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import * as tls from "node:tls";
-import { loadStack } from "../config/load";
 import type { MailConfig } from "../config/schema";
 import { silentLogger } from "../lib/log";
 import type { RunningService } from "../lib/service";
 import { startPop3 } from "../pop3";
 import { MaildirDelivery } from "../store/deliver";
 import { MaildirStore } from "../store/mailstore";
+import { testStack } from "./helpers/stack";
 
 export const PASSWORDS: Record<string, string> = { lx: "lx-password", lei: "lei-password" };
 
@@ -40,24 +40,13 @@ export interface EnvOptions {
 }
 
 export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
-  const dataDir = opts.dataDir ?? mkdtempSync(path.join(tmpdir(), "mailstack-pop3-"));
-  const overrides: Record<string, unknown> = {
-    "mailstack:dataDir": dataDir,
-    "mailstack:listen": {
-      address: "127.0.0.1",
-      pop3: 0,
-      pop3s: 0,
-      smtp: false,
-      submission: false,
-      smtps: false,
-      imap: false,
-      imaps: false,
-      dns: false,
-    },
-    "mailstack:limits": { authFailureDelay: 0.05, ...(opts.limits ?? {}) },
-  };
-  if (opts.trustedNetworks) overrides["mailstack:trustedNetworks"] = opts.trustedNetworks;
-  const config = loadStack("dev", overrides);
+  const { config, dataDir } = testStack({
+    listen: ["pop3", "pop3s"],
+    prefix: "mailstack-pop3-",
+    ...(opts.dataDir ? { dataDir: opts.dataDir } : {}),
+    ...(opts.trustedNetworks ? { trustedNetworks: opts.trustedNetworks } : {}),
+    ...(opts.limits ? { limits: opts.limits } : {}),
+  });
   const delivery = new MaildirDelivery(dataDir);
   const store = new MaildirStore(dataDir);
   const env: Env = {

@@ -3,8 +3,8 @@
  * order its children wait for each other, and which values are secret.
  */
 import type * as Components from "../components";
-import { type MailConfig, parseConfig } from "../config/schema";
 import { CONFIG_PATH, CONTAINER_DATA_DIR } from "../components/specs";
+import { type MailConfig, parseConfig } from "../config/schema";
 import { isSecret, MockEngine, plainStrings, REPO, stackConfigMap, unwrap } from "./pulumi-harness";
 
 type Mod = typeof Components;
@@ -63,23 +63,37 @@ describe("MailHost", () => {
     expect(byRole("docker").delete).toBe("");
     expect(byRole("datadir").create).toContain("chown 10001:10001");
     expect(byRole("datadir").delete).not.toContain("rm -rf");
+    expect(byRole("docker").create).not.toContain("usermod");
+    expect(byRole("datadir").create).not.toContain("for f in");
   });
 
   test("the SSH key is a secret, and a non-root user runs the steps through sudo", async () => {
     const { engine, mod } = await engineFor();
     new mod.MailHost("host", { ...args, sshUser: "centos", sshPort: 2222, sshPrivateKey: KEY });
     await engine.settle();
+    // The Docker provider connects as ssh://centos@host: the docker step puts centos in the docker group.
+    const docker = unwrap<Record<string, unknown>>(engine.named("host-docker").inputs);
+    expect(docker.create).toContain("ssh_user='centos'");
+    expect(docker.create).toContain('usermod -aG docker "$ssh_user"');
+    expect(docker.triggers).toEqual(["docker-ce", "centos"]);
     for (const step of engine.ofType("command:remote:Command")) {
       expect(isSecret(step.inputs.connection)).toBe(true);
       expect(plainStrings(step.inputs).some((s) => s.value.includes("PRIVATE KEY"))).toBe(false);
-      expect(unwrap<Record<string, unknown>>(step.inputs.connection)).toMatchObject({ host: "192.168.25.100", user: "centos", port: 2222, privateKey: KEY });
+      expect(unwrap<Record<string, unknown>>(step.inputs.connection)).toMatchObject({
+        host: "192.168.25.100",
+        user: "centos",
+        port: 2222,
+        privateKey: KEY,
+      });
       expect(String(unwrap(step.inputs.create)).startsWith("sudo -n bash -s")).toBe(true);
     }
   });
 
   test("bad args fail with what is wrong", async () => {
     const { mod } = await engineFor();
-    expect(() => new mod.MailHost("host", { ...args, resolver: { nameserver: "ns1.lx.com", domain: "lx.com" } })).toThrow(/resolver.nameserver must be an IP address/);
+    expect(() => new mod.MailHost("host", { ...args, resolver: { nameserver: "ns1.lx.com", domain: "lx.com" } })).toThrow(
+      /resolver.nameserver must be an IP address/,
+    );
   });
 });
 
@@ -93,7 +107,14 @@ describe("MailImage", () => {
     expect(remote.keepLocally).toBe(true);
     expect(remote.triggers.context).toMatch(/^[0-9a-f]{64}$/);
     expect(remote.name).toBe(`mailstack:${remote.triggers.context.slice(0, 16)}`);
-    expect(remote.build).toMatchObject({ context: REPO, dockerfile: "Dockerfile", buildArgs: { BASE_IMAGE: "mailstack-base:node22" }, pullParent: false });
+    // Relative to the program's directory (the repository root here): no diff from another checkout path.
+    expect(REPO).toBe(process.cwd());
+    expect(remote.build).toMatchObject({
+      context: ".",
+      dockerfile: "Dockerfile",
+      buildArgs: { BASE_IMAGE: "mailstack-base:node22" },
+      pullParent: false,
+    });
     await expect(engine.value(image.imageId)).resolves.toMatch(/^sha256:[0-9a-f]{64}$/);
   });
 
@@ -139,7 +160,7 @@ describe("service components", () => {
       expect(inputs.init).toBe(true);
       expect(inputs.user).toBe("10001:10001");
       expect(inputs.capabilities).toEqual({ adds: ["NET_BIND_SERVICE"], drops: ["ALL"] });
-      expect(inputs.healthcheck.tests).toEqual(["CMD", "mailstack", ...(s === "queue" ? ["queue", "list"] : ["health", s]), "--config", CONFIG_PATH]);
+      expect(inputs.healthcheck.tests).toEqual(["CMD", "mailstack", "health", s, "--config", CONFIG_PATH]);
       expect(inputs.wait).toBe(true);
       expect(inputs.envs).toBeUndefined();
       expect(isSecret(c.inputs.uploads)).toBe(true);
@@ -179,7 +200,13 @@ describe("MailSystem", () => {
     expect(engine.errors).toEqual([]);
     const step = (r: string) => engine.named(`mail-host-${r}`).urn;
     const containers = engine.ofType(CONTAINER);
-    expect(containers.map((c) => c.name)).toEqual(["mail-dns-container", "mail-smtp-container", "mail-smtp-queue", "mail-pop3-container", "mail-imap-container"]);
+    expect(containers.map((c) => c.name)).toEqual([
+      "mail-dns-container",
+      "mail-smtp-container",
+      "mail-smtp-queue",
+      "mail-pop3-container",
+      "mail-imap-container",
+    ]);
     const dnsUrn = engine.named("mail-dns-container").urn;
     for (const c of containers) {
       expect(c.dependencies).toEqual(expect.arrayContaining([step("docker"), step("datadir")]));
@@ -193,7 +220,10 @@ describe("MailSystem", () => {
       expect(r.dependencies).toEqual(expect.arrayContaining([step("docker"), step("datadir")]));
       expect(r.provider).toMatch(/mail-engine/);
     }
-    expect(unwrap(engine.named("mail-data").inputs)).toMatchObject({ name: "mailstack-lx-com-data", driverOpts: { type: "none", o: "bind", device: "/var/lib/mailstack" } });
+    expect(unwrap(engine.named("mail-data").inputs)).toMatchObject({
+      name: "mailstack-lx-com-data",
+      driverOpts: { type: "none", o: "bind", device: "/var/lib/mailstack" },
+    });
     const volumeName = "mailstack-lx-com-data";
     for (const c of containers) expect(unwrap<any>(c.inputs).volumes[0].volumeName).toBe(volumeName);
   });
@@ -225,9 +255,25 @@ describe("MailSystem", () => {
     expect(id).toMatch(/^sha256:[0-9a-f]{64}$/);
   });
 
+  test("TLS files mounted from the host are labelled for SELinux by the datadir step", async () => {
+    const { engine } = await system({ "mailstack:tls": { certFile: "/etc/pki/mail/cert.pem", keyFile: "/etc/pki/mail/key.pem" } });
+    const datadir = unwrap<Record<string, unknown>>(engine.named("mail-host-datadir").inputs);
+    expect(datadir.create).toContain("for f in '/etc/pki/mail/cert.pem' '/etc/pki/mail/key.pem'; do");
+    expect(datadir.triggers).toEqual(["/var/lib/mailstack", 10001, "/etc/pki/mail/cert.pem /etc/pki/mail/key.pem"]);
+    const smtp = unwrap<Record<string, any>>(engine.named("mail-smtp-container").inputs);
+    expect(smtp.volumes.map((v: { hostPath?: string }) => v.hostPath).filter(Boolean)).toEqual([
+      "/etc/pki/mail/cert.pem",
+      "/etc/pki/mail/key.pem",
+    ]);
+  });
+
   test("outputs: endpoints and the registrar's records", async () => {
     const { sys } = await system();
-    expect(sys.endpoints.find((e) => e.endpoint === "submission")).toMatchObject({ service: "smtp", port: 587, url: "smtp+starttls://mail.lx.com:587" });
+    expect(sys.endpoints.find((e) => e.endpoint === "submission")).toMatchObject({
+      service: "smtp",
+      port: 587,
+      url: "smtp+starttls://mail.lx.com:587",
+    });
     expect(sys.registrarRecords.map((r) => `${r.name} ${r.type} ${r.value}`)).toEqual([
       "lx.com. NS ns1.lx.com.",
       "ns1.lx.com. A 192.168.25.100",
@@ -237,8 +283,15 @@ describe("MailSystem", () => {
 
   test("refuses a config that still holds plaintext passwords", async () => {
     const { engine, mod } = await engineFor();
-    const full = lx({ "mailstack:users": [{ name: "lx", password: "pw" }, { name: "lei", password: "pw2" }] });
-    expect(() => new mod.MailSystem("mail", { stack: "lx", config: full, secretConfig: engine.pulumi.secret(full) })).toThrow(/must be redacted/);
+    const full = lx({
+      "mailstack:users": [
+        { name: "lx", password: "pw" },
+        { name: "lei", password: "pw2" },
+      ],
+    });
+    expect(() => new mod.MailSystem("mail", { stack: "lx", config: full, secretConfig: engine.pulumi.secret(full) })).toThrow(
+      /must be redacted/,
+    );
   });
 });
 
@@ -251,6 +304,9 @@ describe("the mock harness", () => {
     // The SDK turns the mock's error into a rejection of its own (without the message).
     await expect(docker.getNetwork({ name: "bridge" })).rejects.toBeDefined();
     await engine.settle();
-    expect([...engine.errors].sort()).toEqual(["unmocked call docker:index/getNetwork:getNetwork", "unmocked resource type docker:index/network:Network (stray)"]);
+    expect([...engine.errors].sort()).toEqual([
+      "unmocked call docker:index/getNetwork:getNetwork",
+      "unmocked resource type docker:index/network:Network (stray)",
+    ]);
   });
 });

@@ -96,6 +96,8 @@ afterEach(() => {
 
 export class MockEngine {
   readonly resources: Recorded[] = [];
+  /** What each component passed to `registerOutputs`, by URN, as the engine receives it (secrets marked). */
+  readonly componentOutputs = new Map<string, Record<string, unknown>>();
   /** Unmocked types, calls, and registration failures. A passing test has none. */
   readonly errors: string[] = [];
   /** Set by a test that provokes errors on purpose. */
@@ -155,6 +157,17 @@ export class MockEngine {
       registerResource(req: RegisterRequest, cb: (err: unknown, res: unknown) => void): Promise<void>;
     };
     const original = monitor.registerResource.bind(monitor);
+    const monitorOutputs = monitor as unknown as {
+      registerResourceOutputs(
+        req: { getUrn(): string; getOutputs(): { toJavaScript(): Record<string, unknown> } | undefined },
+        cb: (err: unknown, res: unknown) => void,
+      ): void;
+    };
+    const originalOutputs = monitorOutputs.registerResourceOutputs.bind(monitor);
+    monitorOutputs.registerResourceOutputs = (req, cb) => {
+      engine.componentOutputs.set(req.getUrn(), req.getOutputs()?.toJavaScript() ?? {});
+      return originalOutputs(req, cb);
+    };
     monitor.registerResource = (req, cb) => {
       const type = req.getType();
       const name = req.getName();
@@ -190,6 +203,17 @@ export class MockEngine {
       await this.settings.waitForRPCs();
       await new Promise((r) => setImmediate(r));
     }
+  }
+
+  /**
+   * A program's exports as the engine would store them as stack outputs: serialized by the SDK,
+   * so secrets stay marked (`isSecret`) and everything else is plain.
+   */
+  async stackOutputs(exports: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const rpc = require("@pulumi/pulumi/runtime/rpc") as {
+      serializeProperties(label: string, props: Record<string, unknown>): Promise<Record<string, unknown>>;
+    };
+    return rpc.serializeProperties("stack outputs", exports);
   }
 
   /** The value of an Output (or a plain value). */

@@ -57,7 +57,8 @@ function run(script: string, os: keyof typeof OS, env: Record<string, string> = 
 const ALL = () => ({
   hostname: hostnameScript("mail.lx.com", "192.168.25.100"),
   firewall: firewallScript(["25/tcp", "53/tcp", "53/udp", "110/tcp", "143/tcp", "465/tcp", "587/tcp", "993/tcp", "995/tcp"]),
-  docker: dockerInstallScript(),
+  docker: dockerInstallScript("root"),
+  dockerAsUser: dockerInstallScript("centos"),
   datadir: dataDirScript("/var/lib/mailstack", 10001),
   resolver: resolverScript("127.0.0.1", "lx.com"),
 });
@@ -82,17 +83,44 @@ describe("scripts", () => {
     expect(fw.create).toContain('<port protocol="udp" port="53"/>');
     expect(fw.create).toContain("tcp dport { 25 } accept");
     expect(fw.create).toContain("udp dport { 53 } accept");
+    // Into every input base chain, not a table of our own (see pulumi-firewall-nft.test.ts).
+    expect(fw.create).not.toContain("add table inet mailstack");
+    expect(fw.create).toContain("/type filter hook input /");
+    // Delete ends in if/then/fi: a missing nftables.conf is no failure.
+    expect(fw.delete).toContain('if [ -f "$nft_conf" ]; then sed -i');
+    expect(fw.delete).not.toMatch(/\[ -f [^\n]*\] && sed/);
     expect(fw.create).not.toContain('port="110"');
     expect(() => firewallScript(["25/tcp; rm -rf /"])).toThrow(/bad firewall port/);
   });
 
   test("the docker step installs from Docker's repository and enables the engine", () => {
-    const d = dockerInstallScript();
+    const d = dockerInstallScript("root");
     expect(d.create).toContain("download.docker.com/linux/centos/docker-ce.repo");
+    expect(d.create).not.toContain("usermod");
     expect(d.create).toContain("systemctl enable --now docker");
     expect(d.create).toContain("yum install -y docker-ce");
     expect(d.create).toContain("dnf install -y --allowerasing docker-ce");
     expect(d.delete).toBeUndefined();
+  });
+
+  test("a non-root SSH user joins the docker group, so the Docker provider's ssh://user@host reaches the engine", () => {
+    const d = dockerInstallScript("centos");
+    expect(d.create).toContain("ssh_user='centos'");
+    expect(d.create).toContain('usermod -aG docker "$ssh_user"');
+    // After the engine is installed and running (the group exists from then on).
+    expect(d.create.indexOf("usermod")).toBeGreaterThan(d.create.indexOf("systemctl enable --now docker"));
+    expect(() => dockerInstallScript("bad user; rm -rf /")).toThrow(/bad SSH user/);
+    // The membership check, run for real with stand-in id/usermod: joins once, then leaves it alone.
+    const groups = path.join(dir, "groups");
+    writeFileSync(groups, "centos wheel");
+    writeFileSync(path.join(bin, "id"), `#!/bin/sh\ncat "${groups}"\n`);
+    writeFileSync(path.join(bin, "usermod"), `#!/bin/sh\necho "$*" >>"${dir}/usermod.log"; printf ' docker' >>"${groups}"\n`);
+    chmodSync(path.join(bin, "id"), 0o755);
+    chmodSync(path.join(bin, "usermod"), 0o755);
+    const start = d.create.indexOf("ssh_user=");
+    const join = d.create.slice(start, d.create.indexOf("esac", start) + 4);
+    for (let i = 0; i < 2; i++) expect(run(`set -euo pipefail\n${join}\n`, "rocky9").status).toBe(0);
+    expect(readFileSync(path.join(dir, "usermod.log"), "utf8")).toBe("-aG docker centos\n");
   });
 
   test("remote commands: a quoted here-document, sudo for anyone but root", () => {
@@ -100,7 +128,7 @@ describe("scripts", () => {
     expect(remoteCommand("echo hi", "centos").startsWith("sudo -n bash -s <<'MAILSTACK_SCRIPT_EOF'\n")).toBe(true);
     expect(() => remoteCommand("x\nMAILSTACK_SCRIPT_EOF\ny", "root")).toThrow(/delimiter/);
     // The wrapper really delivers the script to bash unchanged.
-    const out = execFileSync("bash", ["-c", remoteCommand('x=\'$(date)\'; echo "$x"', "root")], { encoding: "utf8" });
+    const out = execFileSync("bash", ["-c", remoteCommand("x='$(date)'; echo \"$x\"", "root")], { encoding: "utf8" });
     expect(out).toBe("$(date)\n");
   });
 
@@ -113,13 +141,19 @@ describe("scripts", () => {
 
 describe("supported hosts", () => {
   test.each(["stream9", "rocky8", "rocky9", "alma8", "alma9"] as const)("%s is supported", (os) => {
-    const r = run(`${hostnameScript("mail.lx.com", "192.168.25.100").create}`, os, { MAILSTACK_HOSTS_FILE: path.join(dir, "hosts"), MAILSTACK_HOSTNAME_FILE: path.join(dir, "hostname") });
+    const r = run(`${hostnameScript("mail.lx.com", "192.168.25.100").create}`, os, {
+      MAILSTACK_HOSTS_FILE: path.join(dir, "hosts"),
+      MAILSTACK_HOSTNAME_FILE: path.join(dir, "hostname"),
+    });
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
   });
 
   test("CentOS 7 works with an end-of-life warning", () => {
-    const r = run(hostnameScript("mail.lx.com", "192.168.25.100").create, "centos7", { MAILSTACK_HOSTS_FILE: path.join(dir, "hosts"), MAILSTACK_HOSTNAME_FILE: path.join(dir, "hostname") });
+    const r = run(hostnameScript("mail.lx.com", "192.168.25.100").create, "centos7", {
+      MAILSTACK_HOSTS_FILE: path.join(dir, "hosts"),
+      MAILSTACK_HOSTNAME_FILE: path.join(dir, "hostname"),
+    });
     expect(r.status).toBe(0);
     expect(r.stderr).toMatch(/CentOS 7 reached end of life/);
   });
@@ -164,7 +198,9 @@ describe("steps run for real against temporary files", () => {
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
     const once = readFileSync(resolv, "utf8");
-    expect(once).toBe("# BEGIN mailstack\nsearch lx.com\nnameserver 127.0.0.1\nnameserver 10.0.0.2\nnameserver 10.0.0.3\noptions timeout:2 attempts:2\n# END mailstack\n");
+    expect(once).toBe(
+      "# BEGIN mailstack\nsearch lx.com\nnameserver 127.0.0.1\nnameserver 10.0.0.2\nnameserver 10.0.0.3\noptions timeout:2 attempts:2\n# END mailstack\n",
+    );
     expect(run(s.create, "alma9", env).status).toBe(0);
     expect(readFileSync(resolv, "utf8")).toBe(once);
     expect(run(s.delete!, "alma9", env).status).toBe(0);

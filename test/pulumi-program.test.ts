@@ -4,8 +4,9 @@
  * and calls fail; the recorded inputs are checked against the stack.
  */
 import { createHash } from "node:crypto";
-import { parseConfig } from "../config/schema";
 import { CONFIG_PATH, CONTAINER_DATA_DIR, firewallPorts, serviceEndpoints } from "../components/specs";
+import { withDeploymentDefaults } from "../components/stack-config";
+import { parseConfig } from "../config/schema";
 import { isSecret, MockEngine, plainStrings, type Recorded, SHIPPED_STACKS, stackConfigMap, unwrap } from "./pulumi-harness";
 
 const CONTAINER = "docker:index/container:Container";
@@ -21,6 +22,7 @@ interface Program {
 async function runProgram(stack: string, opts: Parameters<typeof MockEngine.start>[1] = {}) {
   const engine = await MockEngine.start(stack, opts);
   const program = engine.require<Program>("index");
+  const exports = program as unknown as Record<string, unknown>;
   const outputs = {
     endpoints: await engine.value<Array<Record<string, unknown>>>(program.endpoints),
     registrarRecords: await engine.value<Array<Record<string, unknown>>>(program.registrarRecords),
@@ -28,11 +30,13 @@ async function runProgram(stack: string, opts: Parameters<typeof MockEngine.star
     hostname: await engine.value<string>(program.hostname),
   };
   await engine.settle();
-  return { engine, outputs };
+  const stackOutputs = await engine.stackOutputs({ ...exports });
+  return { engine, outputs, stackOutputs };
 }
 
 describe.each(SHIPPED_STACKS)("stack %s", (stack) => {
-  const config = parseConfig(stackConfigMap(stack), stack);
+  // As the program reads it: the deployment binds publicAddress unless the stack says otherwise.
+  const config = parseConfig(withDeploymentDefaults(stackConfigMap(stack)), stack);
   let engine: MockEngine;
   let outputs: Awaited<ReturnType<typeof runProgram>>["outputs"];
   beforeAll(async () => {
@@ -127,6 +131,26 @@ describe.each(SHIPPED_STACKS)("stack %s", (stack) => {
     expect(back.dataDir).toBe(CONTAINER_DATA_DIR);
   });
 
+  test("the image is built from a context path relative to the program, so another checkout registers the same inputs", () => {
+    const build = unwrap<Record<string, any>>(engine.named("mailstack-image-image").inputs).build;
+    expect(build.context).toBe(".");
+  });
+
+  if (stack !== "dev")
+    test("every listener binds the stack's publicAddress, not 0.0.0.0", () => {
+      const everywhere: string[] = [];
+      for (const c of engine.ofType(CONTAINER)) {
+        const inputs = unwrap<Record<string, any>>(c.inputs);
+        const label = (inputs.labels as Array<{ label: string; value: string }>).find((l) => l.label === "mailstack.endpoints")!.value;
+        for (const entry of label.split(",").filter(Boolean)) everywhere.push(/=(.+):\d+\//.exec(entry)![1]!);
+        const rendered = JSON.parse(inputs.uploads[0].content).config["mailstack:listen"] as Record<string, { address: string } | false>;
+        for (const ep of Object.values(rendered)) if (ep) everywhere.push(ep.address);
+      }
+      for (const e of outputs.endpoints) everywhere.push(String(e.address));
+      expect(everywhere.length).toBeGreaterThan(16);
+      expect(new Set(everywhere)).toEqual(new Set([config.publicAddress]));
+    });
+
   test("exports the endpoints and the records the registrar must hold", () => {
     expect(outputs.hostname).toBe(config.hostname);
     expect(outputs.image).toMatch(/^mailstack:[0-9a-f]{16}$/);
@@ -148,8 +172,16 @@ describe("secrets and determinism", () => {
   });
 
   test("config set --secret: plaintext passwords and the SSH key appear nowhere outside secrets", async () => {
-    const { engine } = await runProgram("lx", { config: withSecrets(), secretKeys: ["mailstack:users", "mailstack:deploy"] });
+    const { engine, stackOutputs } = await runProgram("lx", { config: withSecrets(), secretKeys: ["mailstack:users", "mailstack:deploy"] });
     expect(engine.errors).toEqual([]);
+    // What components register as outputs, and what the stack exports, as the engine stores them.
+    const components = engine.resources.filter((r) => r.type.startsWith("mailstack:index:"));
+    expect(components.length).toBe(7);
+    for (const c of components) expect(engine.componentOutputs.has(c.urn)).toBe(true);
+    const stored = { components: Object.fromEntries(engine.componentOutputs), stack: stackOutputs };
+    expect(Object.keys(stackOutputs).sort()).toEqual(["endpoints", "hostname", "image", "registrarRecords"]);
+    expect(JSON.stringify(unwrap(stored))).not.toMatch(/password-from-pulumi-secret|secret-key-material/);
+    expect(plainStrings(stored).filter((s) => /password-from-pulumi-secret|secret-key-material|\$argon2/.test(s.value))).toEqual([]);
     for (const r of engine.resources) {
       const leaks = plainStrings(r.inputs).filter((s) => /password-from-pulumi-secret|secret-key-material|\$argon2/.test(s.value));
       expect(leaks).toEqual([]);

@@ -3,12 +3,14 @@
  * rendered config file (hashes, determinism, round trip through parseConfig), docker CLI args,
  * registrar records and the build context digest.
  */
+
+import { readFileSync } from "node:fs";
+import * as path from "node:path";
 import { verify } from "@node-rs/argon2";
 import fc from "fast-check";
-import { loadStack } from "../config/load";
-import { type MailConfig, parseConfig } from "../config/schema";
-import { contextDigest, dockerignoreMatcher } from "../components/build-context";
-import { buildTag, PINNED_REFERENCE } from "../components/mail-image";
+import { buildContextDigest, contextDigest, dockerignoreMatcher, readBuildContext, selectContext } from "../components/build-context";
+import { dataDirScript } from "../components/host-scripts";
+import { buildContextPath, buildTag, PINNED_REFERENCE } from "../components/mail-image";
 import { engineHost } from "../components/mail-system";
 import { endpointList, registrarRecords, reverseName } from "../components/records";
 import {
@@ -17,17 +19,20 @@ import {
   containerSpec,
   dataVolumeSpec,
   deterministicSalt,
-  dockerCreateArgs,
   dockerVolumeCreateArgs,
+  durationNs,
   enabledServices,
+  engineCreateRequest,
   firewallPorts,
   hostDataDir,
   renderServiceConfig,
   serializeServiceConfig,
   serviceContainers,
 } from "../components/specs";
-import { decodePulumiConfig, redactSecrets } from "../components/stack-config";
-import { pulumiConfigOf, SHIPPED_STACKS, stackConfigMap } from "./pulumi-harness";
+import { decodePulumiConfig, redactSecrets, withDeploymentDefaults } from "../components/stack-config";
+import { loadStack } from "../config/load";
+import { type MailConfig, parseConfig } from "../config/schema";
+import { pulumiConfigOf, REPO, SHIPPED_STACKS, stackConfigMap } from "./pulumi-harness";
 
 const IMAGE = `sha256:${"ab".repeat(32)}`;
 
@@ -49,23 +54,26 @@ describe("containerSpec", () => {
     ]);
   });
 
-  test.each(["dns", "smtp", "queue", "pop3", "imap"] as const)("%s: its own serve command, the config file, host networking, non-root", (service) => {
-    const spec = containerSpec(lx, service, IMAGE);
-    expect(spec.command).toEqual(["serve", service, "--config", CONFIG_PATH]);
-    expect(spec.image).toBe(IMAGE);
-    expect(spec.networkMode).toBe("host");
-    expect(spec.ports).toEqual([]);
-    expect(spec.user).toBe("10001:10001");
-    expect(spec.user.startsWith("0")).toBe(false);
-    expect(spec.init).toBe(true);
-    expect(spec.restart).toBe("unless-stopped");
-    expect(spec.capabilities).toEqual({ adds: ["NET_BIND_SERVICE"], drops: ["ALL"] });
-    expect(spec.configFile).toBe(CONFIG_PATH);
-    expect(spec.labels["mailstack.service"]).toBe(service);
-  });
+  test.each(["dns", "smtp", "queue", "pop3", "imap"] as const)(
+    "%s: its own serve command, the config file, host networking, non-root",
+    (service) => {
+      const spec = containerSpec(lx, service, IMAGE);
+      expect(spec.command).toEqual(["serve", service, "--config", CONFIG_PATH]);
+      expect(spec.image).toBe(IMAGE);
+      expect(spec.networkMode).toBe("host");
+      expect(spec.ports).toEqual([]);
+      expect(spec.user).toBe("10001:10001");
+      expect(spec.user.startsWith("0")).toBe(false);
+      expect(spec.init).toBe(true);
+      expect(spec.restart).toBe("unless-stopped");
+      expect(spec.capabilities).toEqual({ adds: ["NET_BIND_SERVICE"], drops: ["ALL"] });
+      expect(spec.configFile).toBe(CONFIG_PATH);
+      expect(spec.labels["mailstack.service"]).toBe(service);
+    },
+  );
 
   test("health checks run `mailstack health <service>` against the same config", () => {
-    for (const s of ["dns", "smtp", "pop3", "imap"] as const)
+    for (const s of ["dns", "smtp", "queue", "pop3", "imap"] as const)
       expect(containerSpec(lx, s, IMAGE).healthcheck).toEqual({
         tests: ["CMD", "mailstack", "health", s, "--config", CONFIG_PATH],
         interval: "30s",
@@ -73,7 +81,8 @@ describe("containerSpec", () => {
         startPeriod: "20s",
         retries: 3,
       });
-    expect(containerSpec(lx, "queue", IMAGE).healthcheck.tests).toEqual(["CMD", "mailstack", "queue", "list", "--config", CONFIG_PATH]);
+    // The CLI has `health queue` (cli/main.ts): the queue is probed like the others.
+    expect(containerSpec(lx, "queue", IMAGE).healthcheck.tests).toEqual(["CMD", "mailstack", "health", "queue", "--config", CONFIG_PATH]);
   });
 
   test("every container mounts the one named data volume at the data directory", () => {
@@ -126,6 +135,19 @@ describe("containerSpec", () => {
     expect(rendered["mailstack:tls"]).toEqual({ certFile: "/etc/mailstack/tls/cert.pem", keyFile: "/etc/mailstack/tls/key.pem" });
   });
 
+  test("the mounted TLS files get the container_file_t SELinux label in the datadir step, and lose it on delete", () => {
+    const s = dataDirScript("/var/lib/mailstack", 10001, ["/etc/pki/mail/cert.pem", "/etc/pki/mail/key.pem"]);
+    expect(s.create).toContain("for f in '/etc/pki/mail/cert.pem' '/etc/pki/mail/key.pem'; do");
+    expect(s.create).toContain('semanage fcontext -a -t container_file_t "$f"');
+    expect(s.create).toContain('chcon -t container_file_t "$f"');
+    expect(s.create).toContain("does not exist on the host");
+    expect(s.delete).toContain('semanage fcontext -d "$f"');
+    // Without TLS files nothing of it.
+    expect(dataDirScript("/var/lib/mailstack", 10001).create).not.toContain("for f in");
+    expect(() => dataDirScript("/var/lib/mailstack", 10001, ["relative.pem"])).toThrow(/bad TLS file path/);
+    expect(() => dataDirScript("/var/lib/mailstack", 10001, ["/etc/x'; rm -rf /"])).toThrow(/bad TLS file path/);
+  });
+
   test("a relative dataDir (a local-run path) lives under /var/lib/mailstack on a host", () => {
     expect(hostDataDir(stack("dev"))).toBe("/var/lib/mailstack");
     expect(hostDataDir(stack("lx"))).toBe("/var/lib/mailstack");
@@ -153,7 +175,9 @@ describe("renderServiceConfig", () => {
     expect(users[0]!.passwordHash).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
     await expect(verify(users[0]!.passwordHash, "lx-secret-password")).resolves.toBe(true);
     await expect(verify(users[0]!.passwordHash, "wrong")).resolves.toBe(false);
-    expect(users[1]!.passwordHash).toBe("$argon2id$v=19$m=19456,t=2,p=1$9xVWqNmuWXXvnKsxxygtkg$s6nhfvKo4Ja4s/VRasnZ2Kbtcv7SR9BdSZiGyq4HOdA");
+    expect(users[1]!.passwordHash).toBe(
+      "$argon2id$v=19$m=19456,t=2,p=1$9xVWqNmuWXXvnKsxxygtkg$s6nhfvKo4Ja4s/VRasnZ2Kbtcv7SR9BdSZiGyq4HOdA",
+    );
   });
 
   test("deterministic: the same inputs render byte-identical files; stack, user and password change the hash", () => {
@@ -162,8 +186,14 @@ describe("renderServiceConfig", () => {
     expect(a).toBe(b);
     const otherStack = serializeServiceConfig(renderServiceConfig(withPasswords(), { stack: "prod" }));
     expect(otherStack).not.toBe(a);
-    const changed = stack("lx", { "mailstack:users": [{ name: "lx", password: "another-password" }, { name: "lei", passwordHash: "$6$x$y" }] });
-    const hashOf = (c: MailConfig, s: string) => (renderServiceConfig(c, { stack: s }).config["mailstack:users"] as Array<{ passwordHash: string }>)[0]!.passwordHash;
+    const changed = stack("lx", {
+      "mailstack:users": [
+        { name: "lx", password: "another-password" },
+        { name: "lei", passwordHash: "$6$x$y" },
+      ],
+    });
+    const hashOf = (c: MailConfig, s: string) =>
+      (renderServiceConfig(c, { stack: s }).config["mailstack:users"] as Array<{ passwordHash: string }>)[0]!.passwordHash;
     expect(hashOf(changed, "lx")).not.toBe(hashOf(withPasswords(), "lx"));
     expect(deterministicSalt("lx", "lx.com", "lx")).toEqual(deterministicSalt("lx", "lx.com", "lx"));
     expect(deterministicSalt("lx", "lx.com", "lx")).not.toEqual(deterministicSalt("lx", "lx.com", "lei"));
@@ -195,7 +225,9 @@ describe("renderServiceConfig", () => {
   test("property: any users' passwords render to hashes of exactly those passwords, and parse back", () => {
     fc.assert(
       fc.property(
-        fc.uniqueArray(fc.stringMatching(/^[a-z][a-z0-9]{0,7}$/), { minLength: 1, maxLength: 3 }).filter((names) => !names.some((n) => n === "postmaster" || n === "root")),
+        fc
+          .uniqueArray(fc.stringMatching(/^[a-z][a-z0-9]{0,7}$/), { minLength: 1, maxLength: 3 })
+          .filter((names) => !names.some((n) => n === "postmaster" || n === "root")),
         fc.array(fc.string({ minLength: 1, maxLength: 24 }), { minLength: 3, maxLength: 3 }),
         (names, passwords) => {
           const users = names.map((name, i) => ({ name, password: passwords[i]! }));
@@ -219,22 +251,34 @@ describe("renderServiceConfig", () => {
 });
 
 describe("docker CLI arguments from the same specs", () => {
-  test("docker create: never pulls, host network, init, restart, dropped capabilities, mounts, health check", () => {
+  test("Engine API create body: host network, init, restart, dropped capabilities, mounts, exec-form health check", () => {
     const spec = containerSpec(stack("lx"), "smtp", IMAGE);
-    const args = dockerCreateArgs(spec);
-    expect(args.slice(0, 2)).toEqual(["create", "--pull=never"]);
-    const after = (flag: string) => args[args.indexOf(flag) + 1];
-    expect(after("--name")).toBe("mailstack-lx-com-smtp");
-    expect(after("--network")).toBe("host");
-    expect(after("--restart")).toBe("unless-stopped");
-    expect(after("--user")).toBe("10001:10001");
-    expect(after("--cap-drop")).toBe("ALL");
-    expect(after("--cap-add")).toBe("NET_BIND_SERVICE");
-    expect(args).toContain("--init");
-    expect(after("--mount")).toBe("type=volume,source=mailstack-lx-com-data,target=/var/lib/mailstack");
-    expect(after("--health-cmd")).toBe("mailstack health smtp --config /etc/mailstack/config.json");
-    expect(args.slice(-5)).toEqual([IMAGE, "serve", "smtp", "--config", CONFIG_PATH]);
-    expect(args.join(" ")).not.toMatch(/--env|-e /);
+    const { name, body } = engineCreateRequest(spec) as { name: string; body: Record<string, any> };
+    expect(name).toBe("mailstack-lx-com-smtp");
+    expect(body.Image).toBe(IMAGE);
+    expect(body.Cmd).toEqual(["serve", "smtp", "--config", CONFIG_PATH]);
+    expect(body.User).toBe("10001:10001");
+    expect(body.Env).toBeUndefined();
+    expect(body.Healthcheck).toEqual({
+      Test: ["CMD", "mailstack", "health", "smtp", "--config", CONFIG_PATH],
+      Interval: 30e9,
+      Timeout: 10e9,
+      StartPeriod: 20e9,
+      Retries: 3,
+    });
+    expect(body.HostConfig).toEqual({
+      NetworkMode: "host",
+      Init: true,
+      RestartPolicy: { Name: "unless-stopped" },
+      CapAdd: ["NET_BIND_SERVICE"],
+      CapDrop: ["ALL"],
+      Mounts: [{ Type: "volume", Source: "mailstack-lx-com-data", Target: "/var/lib/mailstack", ReadOnly: false }],
+      PortBindings: {},
+      LogConfig: { Type: "json-file", Config: { "max-size": "20m", "max-file": "5" } },
+    });
+    expect(durationNs("1m30s")).toBe(90e9);
+    expect(durationNs("500ms")).toBe(5e8);
+    expect(() => durationNs("30 s")).toThrow(/bad duration/);
     expect(dockerVolumeCreateArgs(dataVolumeSpec(stack("lx")))).toEqual([
       "volume",
       "create",
@@ -279,7 +323,9 @@ describe("records and endpoints", () => {
       "imap://mail.lx.com:143",
       "imaps://mail.lx.com:993",
     ]);
-    expect(endpointList(stack("sina"))[1]!.url).toBe("smtp://127.0.0.2:25");
+    // sina binds its public address (127.0.0.2): clients still use the name.
+    expect(endpointList(stack("sina"))[1]!.url).toBe("smtp://mail.sina.com:25");
+    expect(endpointList(stack("lx", { "mailstack:listen": { address: "10.1.2.3" } }))[1]!.url).toBe("smtp://10.1.2.3:25");
   });
 
   test("the Docker provider reaches the engine over SSH", () => {
@@ -289,6 +335,22 @@ describe("records and endpoints", () => {
 });
 
 describe("stack config as Pulumi hands it over", () => {
+  test("the deployment binds publicAddress unless the stack sets listen.address; an endpoint's own address stays", () => {
+    const lx = decodePulumiConfig(pulumiConfigOf(stackConfigMap("lx")));
+    const deployed = parseConfig(withDeploymentDefaults(lx));
+    for (const ep of Object.values(deployed.listen)) expect(ep?.address).toBe("192.168.25.100");
+    // The schema's own default is unchanged (the local run and the tests keep 0.0.0.0).
+    expect(parseConfig(lx).listen.smtp?.address).toBe("0.0.0.0");
+    const own = withDeploymentDefaults({ ...lx, "mailstack:listen": { smtp: { address: "10.0.0.5", port: 25 }, pop3: false } });
+    const parsed = parseConfig(own);
+    expect(parsed.listen.smtp?.address).toBe("10.0.0.5");
+    expect(parsed.listen.imap?.address).toBe("192.168.25.100");
+    expect(parsed.listen.pop3).toBeNull();
+    const wildcard = { ...lx, "mailstack:listen": { address: "0.0.0.0" } };
+    expect(withDeploymentDefaults(wildcard)).toEqual(wildcard);
+    expect(withDeploymentDefaults({ "mailstack:domain": "x.test" })).toEqual({ "mailstack:domain": "x.test" });
+  });
+
   test("decodes JSON values, keeps string keys strings, ignores other namespaces", () => {
     const decoded = decodePulumiConfig({ ...pulumiConfigOf(stackConfigMap("lx")), "aws:region": "x", "mailstack:domain": "123.com" });
     expect(decoded["mailstack:domain"]).toBe("123.com");
@@ -299,7 +361,10 @@ describe("stack config as Pulumi hands it over", () => {
 
   test("redaction drops every plaintext secret and keeps the hashes", () => {
     const c = stack("lx", {
-      "mailstack:users": [{ name: "lx", password: "pw" }, { name: "lei", passwordHash: "$6$abc$def" }],
+      "mailstack:users": [
+        { name: "lx", password: "pw" },
+        { name: "lei", passwordHash: "$6$abc$def" },
+      ],
       "mailstack:deploy": { sshPrivateKey: "KEY" },
       "mailstack:tls": { cert: "CERT", key: "TLSKEY" },
       "mailstack:queue": { relayhost: { host: "relay.example.net", username: "u", password: "RELAYPW" } },
@@ -332,6 +397,77 @@ describe("the image", () => {
     expect(ignored("a/b/c.log")).toBe(true);
     expect(ignored("keep.log")).toBe(false);
     expect(ignored("cli/main.ts")).toBe(false);
+  });
+
+  test("the build context is an allow-list: README, components, tests, benchmarks, stacks and policy stay out", () => {
+    const ignore = readFileSync(path.join(REPO, ".dockerignore"), "utf8");
+    const f = (p: string, content: string) => ({ path: p, content: Buffer.from(content), executable: false });
+    const files = [
+      f("cli/main.ts", "cli"),
+      f("smtp/server.ts", "smtp"),
+      f("package.json", "{}"),
+      f("tsconfig.json", "{}"),
+      f("Dockerfile", "FROM x"),
+      f("docker/setcap.js", "x"),
+      f("docker/tsconfig.image.json", "{}"),
+      f("docker/build-base.sh", "x"),
+      f("README.md", "readme"),
+      f("components/specs.ts", "c"),
+      f("test/pulumi-specs.test.ts", "t"),
+      f("bench/run.ts", "b"),
+      f("stacks/Pulumi.lx.yaml", "s"),
+      f("policy/policies.ts", "p"),
+      f("smtp/node_modules/x/index.js", "n"),
+      f("store/store.test.ts", "t"),
+    ];
+    expect(selectContext(files, ignore).map((x) => x.path)).toEqual([
+      "cli/main.ts",
+      "smtp/server.ts",
+      "package.json",
+      "tsconfig.json",
+      "Dockerfile",
+      "docker/setcap.js",
+      "docker/tsconfig.image.json",
+    ]);
+    const base = buildContextDigest(files, ignore);
+    const edit = (p: string) => files.map((x) => (x.path === p ? f(p, `${x.content.toString()} edited`) : x));
+    for (const p of [
+      "README.md",
+      "test/pulumi-specs.test.ts",
+      "components/specs.ts",
+      "bench/run.ts",
+      "stacks/Pulumi.lx.yaml",
+      "docker/build-base.sh",
+    ])
+      expect(buildContextDigest(edit(p), ignore)).toBe(base);
+    expect(buildContextDigest([...files, f("NOTES.md", "new file")], ignore)).toBe(base);
+    for (const p of ["cli/main.ts", "package.json", "Dockerfile", "docker/setcap.js"])
+      expect(buildContextDigest(edit(p), ignore)).not.toBe(base);
+    // The real repository's context: only what the Dockerfile uses.
+    const tops = new Set(readBuildContext(REPO).map((x) => x.path.split("/")[0]));
+    expect([...tops].sort()).toEqual([
+      "Dockerfile",
+      "bin",
+      "cli",
+      "config",
+      "dns",
+      "docker",
+      "imap",
+      "lib",
+      "package-lock.json",
+      "package.json",
+      "pop3",
+      "queue",
+      "smtp",
+      "store",
+      "tsconfig.json",
+    ]);
+  });
+
+  test("the build context path is relative to the program's directory, so another checkout shows no diff", () => {
+    expect(buildContextPath("/work/main", "/work/main")).toBe(".");
+    expect(buildContextPath("/home/ops/src/mailstack", "/home/ops/src/mailstack")).toBe(".");
+    expect(buildContextPath("/srv/mailstack", "/srv/mailstack/deploy")).toBe("..");
   });
 
   test("the context digest changes with any content, path or mode, and not with file order", () => {
