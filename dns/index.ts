@@ -39,11 +39,12 @@ export interface DnsStartOptions extends StartOptions {
   now?: () => Date;
 }
 
+/** Plain data (it is logged as is): the NOTIFY round it starts is `DnsService.notified`. */
 export interface ReloadResult {
   /** Zone origins whose serial changed. */
   changed: string[];
-  /** The NOTIFY round for those zones. */
-  notified: Promise<NotifyResult[]>;
+  /** The new serial of each changed zone. */
+  serials: Record<string, number>;
 }
 
 export interface DnsService extends RunningService {
@@ -52,7 +53,10 @@ export interface DnsService extends RunningService {
   zones(): Zone[];
   /** Rebuilds the zones from a new config (same listeners); bumps serials and notifies as needed. */
   reload(config: MailConfig): Promise<ReloadResult>;
-  /** The NOTIFY round started at startup (empty when no serial changed). */
+  /**
+   * The latest NOTIFY round: the one started at startup, or by the last reload that changed a
+   * serial (empty when no serial changed).
+   */
   readonly notified: Promise<NotifyResult[]>;
   readonly stats: EngineStats;
 }
@@ -178,7 +182,7 @@ export async function startDns(config: MailConfig, opts: DnsStartOptions = {}): 
 
   for (const z of zones) log.info({ zone: z.origin, serial: soaOf(z).data.serial, records: z.records.length }, "zone loaded");
   if (listeners[0]) log.info({ address: listeners[0].address, port: listeners[0].port }, "DNS listening (UDP and TCP)");
-  const notified = notifyChanged(initial.changed);
+  let notified = notifyChanged(initial.changed);
 
   let reloading: Promise<unknown> = Promise.resolve();
   const doReload = async (next: MailConfig): Promise<ReloadResult> => {
@@ -191,16 +195,22 @@ export async function startDns(config: MailConfig, opts: DnsStartOptions = {}): 
     engine = makeEngine(next, zones, peers);
     handler = engine.handle.bind(engine);
     Object.assign(engine.stats, stats);
-    for (const origin of built.changed)
-      log.info({ zone: origin, serial: soaOf(zones.find((z) => z.origin === origin)!).data.serial }, "zone changed");
-    return { changed: built.changed, notified: notifyChanged(built.changed) };
+    const serials: Record<string, number> = {};
+    for (const origin of built.changed) {
+      serials[origin] = soaOf(zones.find((z) => z.origin === origin)!).data.serial;
+      log.info({ zone: origin, serial: serials[origin] }, "zone changed");
+    }
+    if (built.changed.length > 0) notified = notifyChanged(built.changed);
+    return { changed: built.changed, serials };
   };
 
   let closing: Promise<void> | null = null;
   const service: DnsService = {
     name: "dns",
     listeners,
-    notified,
+    get notified() {
+      return notified;
+    },
     get stats() {
       return engine.stats;
     },

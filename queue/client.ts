@@ -103,6 +103,11 @@ export class SmtpSession {
   /** Called when the connection ends (a transaction in flight then fails). */
   private onEnd: (() => void) | null = null;
   private failure: NmError | null = null;
+  /**
+   * The STARTTLS handshake itself failed. SMTPConnection reports only a refused STARTTLS or a
+   * close mid-handshake as ETLS; a TLS error on the socket (a bad record, a reset) is ESOCKET.
+   */
+  private tlsHandshakeFailed = false;
   /** `mx.example.org[192.0.2.1]:25`, as Postfix logs the relay. */
   readonly relay: string;
 
@@ -128,7 +133,7 @@ export class SmtpSession {
           return s;
         } catch (err) {
           const e = err as NmError;
-          if (e.code === "ETLS") {
+          if (e.code === "ETLS" || s.tlsHandshakeFailed) {
             // Opportunistic TLS: a failed handshake is retried without TLS (Postfix does the same).
             const plain = new SmtpSession(hop, address, opts);
             try {
@@ -171,6 +176,7 @@ export class SmtpSession {
     return new Promise<void>((resolve, reject) => {
       let settled = false;
       conn.on("error", (err: NmError) => {
+        if (conn.upgrading) this.tlsHandshakeFailed = true;
         this.broken = true;
         this.failure = err;
         if (!settled) {

@@ -87,7 +87,7 @@ test("BIND transfers our zones with AXFR, and follows a change through NOTIFY", 
   // 3. A reload without a restart does the same.
   const r = await ours.reload(cfg([{ name: "added", type: "A", value: "192.0.2.100" }], ourPort));
   expect(r.changed).toEqual(["lx.com"]);
-  expect((await r.notified)[0]!.acknowledged).toBe(true);
+  expect((await ours.notified)[0]!.acknowledged).toBe(true);
   await until(async () => (await bindSerial(bindPort, "lx.com")) === second + 1, 10_000, "BIND to follow the reload");
   expect((await dig(bindPort, ["added.lx.com", "A", "+norec"])).answer.map((a) => a.data)).toEqual(["192.0.2.100"]);
 }, 60_000);

@@ -217,6 +217,14 @@ describe("answers, checked with dig", () => {
     expect(stranger.answer).toEqual([]);
     const strangerOther = await dig(P, ["-b", "127.0.0.9", "lx.com", "AXFR"]);
     expect(strangerOther.transferFailed).toBe(true);
+    // dig only says "Transfer failed"; the reply itself is REFUSED, with the question and no records.
+    for (const from of ["127.0.0.1", "127.0.0.9"]) {
+      const refused = await tcpQuery(q("lx.com", "AXFR", 21, false), from);
+      expect(refused.id).toBe(21);
+      expect(rcodeOf(refused)).toBe("REFUSED");
+      expect(refused.questions).toEqual([{ name: "lx.com", type: "AXFR", class: "IN" }]);
+      expect([refused.answers, refused.authorities]).toEqual([[], []]);
+    }
     const secondary = await dig(P, ["-b", "127.0.0.5", "lx.com", "AXFR"]);
     expect(secondary.transferFailed).toBe(false);
     const zone = main.zones().find((z) => z.origin === "lx.com")!;
@@ -273,6 +281,25 @@ describe("recursion", () => {
     }
   });
 });
+
+/** One query over TCP (RFC 7766: 2-byte length prefix) from `local`; the first reply, decoded. */
+function tcpQuery(msg: Buffer, local: string): Promise<dnsPacket.DecodedPacket> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ port: P, host: "127.0.0.1", localAddress: local }, () =>
+      sock.write(dnsPacket.streamEncode(dnsPacket.decode(msg))),
+    );
+    let buf = Buffer.alloc(0);
+    sock.on("data", (d) => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        sock.destroy();
+        resolve(dnsPacket.decode(buf.subarray(2, 2 + buf.readUInt16BE(0))));
+      }
+    });
+    sock.on("error", reject);
+    sock.on("end", () => reject(new Error("connection closed without a reply")));
+  });
+}
 
 /** A raw UDP client: sends datagrams, collects every reply. */
 async function udpClient() {
@@ -494,6 +521,9 @@ describe("serials across restarts and reloads", () => {
       expect((await dig(port, ["new.lx.com", "A"])).status).toBe("NXDOMAIN");
       const r = await s2.reload(devConfig(dir, { dns: { records: [{ name: "new", type: "A", value: "192.0.2.44" }] } }));
       expect(r.changed).toEqual(["lx.com"]);
+      // Plain data, as the CLI logs it after SIGHUP (no Promise that would log as {}).
+      expect(r).toEqual({ changed: ["lx.com"], serials: { "lx.com": serial1 + 1 } });
+      expect(JSON.parse(JSON.stringify(r))).toEqual(r);
       const soa = await dig(port, ["lx.com", "SOA", "+short"]);
       expect(soa.stdout.split(" ")[2]).toBe(String(serial1 + 1));
       expect(rdata(await dig(port, ["new.lx.com", "A"]))).toEqual(["192.0.2.44"]);

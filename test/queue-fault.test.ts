@@ -8,20 +8,21 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { listIds, queuePaths, Spool } from "../queue/spool";
-import { inbox, queueConfig, type Sink, startSink, startZoneServer, tempDir, waitFor, type ZoneServer } from "./queue-fixtures";
+import { inbox, queueConfig, type Sink, startOwnDns, startRemoteDns, startSink, type TestDns, tempDir, waitFor } from "./queue-fixtures";
 
 const ROOT = path.resolve(__dirname, "..");
 const NODE = path.join(ROOT, "node_modules", ".bin", "node");
 
 let dataDir: string;
-let dns: ZoneServer;
+let dns: TestDns[] = [];
 let sink: Sink;
 let child: ChildProcess | null = null;
 
 afterEach(async () => {
   if (child && child.exitCode === null) child.kill("SIGKILL");
   await sink?.close();
-  await dns?.close();
+  await Promise.all(dns.map((d) => d.close()));
+  dns = [];
   await fs.rm(dataDir, { recursive: true, force: true });
 });
 
@@ -55,16 +56,19 @@ function kill9(c: ChildProcess): Promise<void> {
 
 test("killed with SIGKILL mid-delivery and restarted: delivered at least once, bounced exactly once, nothing lost", async () => {
   dataDir = await tempDir("mailstack-queue-fault-");
-  dns = await startZoneServer({ "remote.test": { A: ["127.0.0.1"] } });
+  // remote.test's DNS (MX mail.remote.test → 127.0.0.1), reached through the queue stack's own.
+  const remote = await startRemoteDns();
   // A receiver that is slow to answer DATA, so kills land while deliveries are in flight.
   sink = await startSink("127.0.0.1", 0, {
     rcpt: (a) => (a.startsWith("bad") ? { code: 550, message: "5.1.1 User unknown" } : undefined),
     dataDelayMs: () => 30 + Math.floor(Math.random() * 90),
   });
-  const config = queueConfig(dataDir, {
-    resolvers: [dns.spec],
-    queue: { minBackoff: 0.2, maxBackoff: 0.5, maxLifetime: 600, scanInterval: 0.2, remotePort: sink.port },
-  });
+  const own = await startOwnDns(
+    queueConfig(dataDir, { queue: { minBackoff: 0.2, maxBackoff: 0.5, maxLifetime: 600, scanInterval: 0.2, remotePort: sink.port } }),
+    [remote.spec],
+  );
+  dns = [own.dns, remote];
+  const config = own.config;
   const spool = new Spool(config);
   const N = 150;
   const expectBounce = new Set<number>();

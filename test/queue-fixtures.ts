@@ -1,109 +1,89 @@
 /**
- * Real peers for the queue tests, all on loopback: an authoritative DNS responder (dns-packet over
- * UDP and TCP) serving the MX/A records a test needs, and receiving SMTP servers (npm smtp-server)
- * whose answers a test controls per recipient.
+ * Real peers for the queue tests, all on loopback: mailstack's own DNS server (startDns) for the
+ * remote zone a test needs and for the queue's stack (which forwards to it), and receiving SMTP
+ * servers (npm smtp-server) whose answers a test controls per recipient.
  */
-import * as dgram from "node:dgram";
 import { promises as fs } from "node:fs";
-import * as net from "node:net";
+import type * as net from "node:net";
+import { createServer } from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import * as dnsPacket from "dns-packet";
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from "smtp-server";
 import { type MailConfig, parseConfig } from "../config/schema";
+import { type DnsService, startDns } from "../dns";
+import { silentLogger } from "../lib/log";
 
-export type ZoneRecords = Record<string, { MX?: { preference: number; exchange: string }[]; A?: string[]; AAAA?: string[] }>;
+const HASH = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$O6bqsQ4AAhOmP1RSyYeRv3NEQDIhwoHPpa2a+KExbJ4";
+const NO_MAIL_LISTENERS = { smtp: false, submission: false, smtps: false, pop3: false, pop3s: false, imap: false, imaps: false };
 
-export interface ZoneServer {
-  address: string;
-  port: number;
-  /** `ip:port` for config.resolvers. */
+export interface TestDns {
+  service: DnsService;
+  /** `127.0.0.1:port`, for `resolvers` and `dns.upstream`. */
   spec: string;
-  records: ZoneRecords;
-  queries: { name: string; type: string }[];
   close(): Promise<void>;
 }
 
-/** Authoritative for every name in `records` and anything under `zones`; NXDOMAIN elsewhere. */
-export async function startZoneServer(records: ZoneRecords, address = "127.0.0.1"): Promise<ZoneServer> {
-  const queries: { name: string; type: string }[] = [];
-  const answer = (msg: Buffer): Buffer | null => {
-    let q: dnsPacket.Packet;
-    try {
-      q = dnsPacket.decode(msg);
-    } catch {
-      return null;
-    }
-    const question = q.questions?.[0];
-    if (!question) return null;
-    const name = question.name.toLowerCase().replace(/\.$/, "");
-    queries.push({ name, type: question.type });
-    const rec = server.records[name];
-    const answers: dnsPacket.Answer[] = [];
-    if (rec) {
-      if (question.type === "MX") for (const mx of rec.MX ?? []) answers.push({ type: "MX", name: question.name, ttl: 60, data: mx });
-      if (question.type === "A") for (const a of rec.A ?? []) answers.push({ type: "A", name: question.name, ttl: 60, data: a });
-      if (question.type === "AAAA") for (const a of rec.AAAA ?? []) answers.push({ type: "AAAA", name: question.name, ttl: 60, data: a });
-    }
-    return dnsPacket.encode({
-      type: "response",
-      id: q.id,
-      flags: dnsPacket.AUTHORITATIVE_ANSWER | (rec ? 0 : 3), // rcode 3 = NXDOMAIN
-      questions: q.questions,
-      answers,
-      authorities:
-        answers.length === 0
-          ? [
-              {
-                type: "SOA",
-                name: "test",
-                ttl: 60,
-                data: { mname: "ns.test", rname: "hostmaster.test", serial: 1, refresh: 60, retry: 60, expire: 60, minimum: 60 },
-              },
-            ]
-          : [],
-    });
-  };
-  const udp = dgram.createSocket(address.includes(":") ? "udp6" : "udp4");
-  udp.on("message", (msg, rinfo) => {
-    const out = answer(msg);
-    if (out) udp.send(out, rinfo.port, rinfo.address);
-  });
-  await new Promise<void>((resolve) => udp.bind(0, address, resolve));
-  const port = udp.address().port;
-  const tcp = net.createServer((sock) => {
-    let buf = Buffer.alloc(0);
-    sock.on("data", (d) => {
-      buf = Buffer.concat([buf, d]);
-      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
-        const len = buf.readUInt16BE(0);
-        const out = answer(buf.subarray(2, 2 + len));
-        buf = buf.subarray(2 + len);
-        if (out) {
-          const l = Buffer.alloc(2);
-          l.writeUInt16BE(out.length);
-          sock.write(Buffer.concat([l, out]));
-        }
-      }
-    });
-    sock.on("error", () => undefined);
-  });
-  await new Promise<void>((resolve, reject) => {
-    tcp.once("error", reject);
-    tcp.listen(port, address, resolve);
-  }).catch(() => undefined); // TCP is a nicety (TC fallback); UDP carries the tests.
-  const server: ZoneServer = {
-    address,
-    port,
-    spec: `${address}:${port}`,
-    records,
-    queries,
+/** A zone in stack-file terms: the remote domain's own stack config, as far as its DNS goes. */
+export interface RemoteZone {
+  /** Default `remote.test`. */
+  domain?: string;
+  /** The domain's MX host (default `mail.<domain>`), with `address` (publicAddress, default 127.0.0.1). */
+  hostname?: string;
+  address?: string;
+  mxPreference?: number;
+  /** `dns.records`: names relative to the domain unless they end with a dot. */
+  records?: { name: string; type: string; value: string }[];
+}
+
+function dnsHandle(service: DnsService, cleanup: () => Promise<void> = async () => undefined): TestDns {
+  const l = service.listeners[0]!;
+  return {
+    service,
+    spec: `${l.address}:${l.port}`,
     close: async () => {
-      udp.close();
-      await new Promise<void>((r) => tcp.close(() => r()));
+      await service.close();
+      await cleanup();
     },
   };
-  return server;
+}
+
+/**
+ * The remote domain's authoritative DNS: mailstack's server built from a stack config for
+ * `zone.domain`. Its MX points at its hostname; every other name a test needs (more MX hosts, a
+ * host without MX, a null MX `0 .`, AAAA only) goes in `records`. Names under the domain that are
+ * not there get NXDOMAIN; names outside it REFUSED (loopback is not trusted here).
+ */
+export async function startRemoteDns(zone: RemoteZone = {}): Promise<TestDns> {
+  const dataDir = await tempDir("mailstack-remote-dns-");
+  const domain = zone.domain ?? "remote.test";
+  const config = parseConfig({
+    domain,
+    hostname: zone.hostname ?? `mail.${domain}`,
+    publicAddress: zone.address ?? "127.0.0.1",
+    dataDir,
+    users: [{ name: "postmaster", passwordHash: HASH }],
+    listen: { address: "127.0.0.1", ...NO_MAIL_LISTENERS, dns: 0 },
+    // Rate limiting is per client prefix and loopback is one prefix: off, so no test can trip it.
+    dns: { mxPreference: zone.mxPreference ?? 10, records: zone.records ?? [], rateLimit: 0 },
+  });
+  const service = await startDns(config, { log: silentLogger });
+  return dnsHandle(service, () => fs.rm(dataDir, { recursive: true, force: true }));
+}
+
+/**
+ * The queue's stack runs its own DNS (as a deployment does): authoritative for its own domain,
+ * forwarding other names to `upstream` for its trusted network (loopback). Returns the server
+ * and the config with `resolvers` pointing at it, so every lookup the queue makes goes there.
+ */
+export async function startOwnDns(config: MailConfig, upstream: string[]): Promise<{ dns: TestDns; config: MailConfig }> {
+  const own: MailConfig = {
+    ...config,
+    trustedNetworks: ["127.0.0.0/8"],
+    listen: { ...config.listen, dns: { address: "127.0.0.1", port: 0 } },
+    dns: { ...config.dns, upstream, rateLimit: 0 },
+  };
+  const dns = dnsHandle(await startDns(own, { log: silentLogger }));
+  return { dns, config: { ...own, resolvers: [dns.spec] } };
 }
 
 export interface ReceivedMessage {
@@ -194,6 +174,113 @@ export async function startSink(address: string, port: number, behaviour: SinkBe
   return sink;
 }
 
+export interface RawConnection {
+  /** The command lines parsed from each read of the socket, in order (message content left out). */
+  batches: string[][];
+  startTls: boolean;
+}
+
+export interface RawSmtp {
+  address: string;
+  port: number;
+  connections: RawConnection[];
+  messages: { from: string; to: string[]; data: string }[];
+  close(): Promise<void>;
+}
+
+export interface RawSmtpOptions {
+  /** EHLO keywords besides the host name, e.g. ["PIPELINING", "8BITMIME"]. */
+  extensions?: string[];
+  /**
+   * Offer STARTTLS, answer it with 220, and then break the handshake: answer the ClientHello
+   * with bytes that are not TLS ("garbage"), or close the connection ("close").
+   */
+  brokenStartTls?: "garbage" | "close";
+}
+
+/**
+ * A receiving SMTP server written out by hand on a plain net.Server, for what smtp-server hides:
+ * where the client's writes begin and end (each `data` event is one read), and a STARTTLS that
+ * fails halfway. It accepts every sender and recipient.
+ */
+export async function startRawSmtp(address: string, port: number, opts: RawSmtpOptions = {}): Promise<RawSmtp> {
+  const raw: RawSmtp = { address, port: 0, connections: [], messages: [], close: async () => undefined };
+  const sockets = new Set<net.Socket>();
+  const server = createServer((sock) => {
+    sockets.add(sock);
+    sock.on("close", () => sockets.delete(sock));
+    sock.on("error", () => undefined);
+    const conn: RawConnection = { batches: [], startTls: false };
+    raw.connections.push(conn);
+    let buf = "";
+    let data: string[] | null = null;
+    let env = { from: "", to: [] as string[] };
+    let handshake = false;
+    sock.write("220 raw.test ESMTP\r\n");
+    sock.on("data", (chunk: Buffer) => {
+      if (handshake) {
+        // The ClientHello: break the TLS handshake as asked.
+        if (opts.brokenStartTls === "garbage") sock.end("this is not TLS\r\n");
+        else sock.destroy();
+        return;
+      }
+      buf += chunk.toString("latin1");
+      const batch: string[] = [];
+      const out: string[] = [];
+      for (let i = buf.indexOf("\r\n"); i >= 0 && !handshake; i = buf.indexOf("\r\n")) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        if (data) {
+          if (line !== ".") data.push(line.startsWith(".") ? line.slice(1) : line);
+          else {
+            raw.messages.push({ ...env, data: `${data.join("\r\n")}\r\n` });
+            data = null;
+            out.push("250 2.0.0 Ok: queued\r\n");
+          }
+          continue;
+        }
+        batch.push(line);
+        const verb = line.split(/[ :]/)[0]!.toUpperCase();
+        if (verb === "EHLO") {
+          const ext = [...(opts.extensions ?? []), ...(opts.brokenStartTls ? ["STARTTLS"] : [])];
+          out.push(["raw.test", ...ext].map((e, k, all) => `250${k === all.length - 1 ? " " : "-"}${e}\r\n`).join(""));
+        } else if (verb === "HELO") out.push("250 raw.test\r\n");
+        else if (verb === "STARTTLS" && opts.brokenStartTls) {
+          conn.startTls = true;
+          handshake = true;
+          out.push("220 2.0.0 Ready to start TLS\r\n");
+        } else if (verb === "MAIL") {
+          env = { from: /<([^>]*)>/.exec(line)?.[1] ?? "", to: [] };
+          out.push("250 2.1.0 Ok\r\n");
+        } else if (verb === "RCPT") {
+          env.to.push(/<([^>]*)>/.exec(line)?.[1] ?? "");
+          out.push("250 2.1.5 Ok\r\n");
+        } else if (verb === "DATA") {
+          data = [];
+          out.push("354 End data with <CR><LF>.<CR><LF>\r\n");
+        } else if (verb === "RSET" || verb === "NOOP") out.push("250 2.0.0 Ok\r\n");
+        else if (verb === "QUIT") {
+          sock.end("221 2.0.0 Bye\r\n");
+          break;
+        } else out.push("502 5.5.2 Error: command not recognized\r\n");
+      }
+      if (batch.length > 0) conn.batches.push(batch);
+      if (out.length > 0 && !sock.writableEnded) sock.write(out.join(""));
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, address, () => resolve());
+  });
+  raw.port = (server.address() as net.AddressInfo).port;
+  raw.close = () =>
+    new Promise<void>((r) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => r());
+    });
+  return raw;
+}
+
 export async function tempDir(prefix = "mailstack-queue-"): Promise<string> {
   return fs.mkdtemp(path.join(os.tmpdir(), prefix));
 }
@@ -204,9 +291,7 @@ export function queueConfig(dataDir: string, raw: Record<string, unknown> = {}):
     domain: "queue.test",
     publicAddress: "127.0.0.1",
     dataDir,
-    users: [
-      { name: "alice", passwordHash: "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$O6bqsQ4AAhOmP1RSyYeRv3NEQDIhwoHPpa2a+KExbJ4" },
-    ],
+    users: [{ name: "alice", passwordHash: HASH }],
     listen: { address: "127.0.0.1" },
     ...raw,
   });
@@ -237,14 +322,14 @@ export async function waitFor<T>(
 /** A free TCP port on all the given loopback addresses at once. */
 export async function freePortOn(addresses: string[]): Promise<number> {
   for (let i = 0; i < 50; i++) {
-    const s = net.createServer();
+    const s = createServer();
     await new Promise<void>((r) => s.listen(0, addresses[0], () => r()));
     const port = (s.address() as net.AddressInfo).port;
     const ok = await Promise.all(
       addresses.slice(1).map(
         (a) =>
           new Promise<boolean>((r) => {
-            const t = net.createServer();
+            const t = createServer();
             t.once("error", () => r(false));
             t.listen(port, a, () => t.close(() => r(true)));
           }),

@@ -14,7 +14,7 @@ import * as path from "node:path";
 import pino from "pino";
 import { startQueue } from "../queue";
 import { listIds, queuePaths, Spool } from "../queue/spool";
-import { freePortOn, queueConfig, startZoneServer, tempDir } from "./queue-fixtures";
+import { freePortOn, queueConfig, startOwnDns, startRemoteDns, tempDir } from "./queue-fixtures";
 
 const N = Number(process.env.N ?? 3000);
 const run = (cmd: string, args: string[]) =>
@@ -33,8 +33,11 @@ async function sink(port: number) {
 async function mailstack() {
   const dir = await tempDir("relaybench-ms-");
   const port = await freePortOn(["127.0.0.1"]);
-  const dns = await startZoneServer({ "sink.test": { A: ["127.0.0.1"] } });
-  const config = queueConfig(dir, { resolvers: [dns.spec], queue: { remotePort: port, minBackoff: 1, scanInterval: 1 } });
+  // sink.test's DNS (MX mail.sink.test → 127.0.0.1), reached through the queue stack's own.
+  const remote = await startRemoteDns({ domain: "sink.test" });
+  const { dns, config } = await startOwnDns(queueConfig(dir, { queue: { remotePort: port, minBackoff: 1, scanInterval: 1 } }), [
+    remote.spec,
+  ]);
   const spool = new Spool(config);
   for (let i = 0; i < N; i += 50)
     await Promise.all(
@@ -50,7 +53,7 @@ async function mailstack() {
   const dt = (Date.now() - t0) / 1000;
   await q.close();
   s.kill();
-  await dns.close();
+  await Promise.all([dns.close(), remote.close()]);
   await fs.rm(dir, { recursive: true, force: true });
   return dt;
 }
