@@ -1,0 +1,168 @@
+/**
+ * Small helpers the harness and its scenarios share: running commands, waiting, temp dirs and
+ * free loopback ports. Nothing here talks to anything but loopback.
+ */
+import { type SpawnOptions, spawn } from "node:child_process";
+import { createSocket } from "node:dgram";
+import { promises as fs } from "node:fs";
+import { connect, createServer } from "node:net";
+import * as os from "node:os";
+import * as path from "node:path";
+
+export const REPO = path.resolve(__dirname, "..", "..");
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Resolves true when `p` settles within `ms`, false otherwise; leaves no timer behind. */
+export async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)))]);
+  } finally {
+    if (timer) clearTimeout(timer);
+  }
+}
+
+export interface ExecResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to completion (no shell). Never throws on a non-zero exit; the caller decides. */
+export function exec(cmd: string, args: string[], opts: SpawnOptions & { timeoutMs?: number; input?: string } = {}): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { ...opts, stdio: [opts.input === undefined ? "ignore" : "pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+    const timer =
+      opts.timeoutMs !== undefined
+        ? setTimeout(() => {
+            if (child.pid !== undefined) child.kill("SIGKILL");
+          }, opts.timeoutMs)
+        : undefined;
+    child.on("error", (err) => {
+      if (timer) clearTimeout(timer);
+      reject(err);
+    });
+    child.on("close", (code, signal) => {
+      if (timer) clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+    if (opts.input !== undefined) {
+      child.stdin!.on("error", () => undefined);
+      child.stdin!.end(opts.input);
+    }
+  });
+}
+
+/** Like exec, but throws with the output when the command fails. */
+export async function run(cmd: string, args: string[], opts: SpawnOptions & { timeoutMs?: number; input?: string } = {}): Promise<string> {
+  const r = await exec(cmd, args, opts);
+  if (r.code !== 0)
+    throw new Error(`${cmd} ${args.join(" ")} failed (${r.code ?? r.signal}): ${(r.stderr || r.stdout).trim().slice(-2000)}`);
+  return r.stdout;
+}
+
+export async function which(cmd: string): Promise<string | null> {
+  for (const dir of (process.env.PATH ?? "").split(":").concat(["/usr/sbin", "/sbin", "/usr/bin"])) {
+    const p = path.join(dir, cmd);
+    try {
+      await fs.access(p, fs.constants?.X_OK ?? 1);
+      return p;
+    } catch {
+      // keep looking
+    }
+  }
+  return null;
+}
+
+/** Polls `pred` until it returns a truthy value; throws after `timeoutMs` with `what`. */
+export async function waitUntil<T>(pred: () => T | Promise<T>, what: string, timeoutMs = 15_000, intervalMs = 50): Promise<NonNullable<T>> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await pred();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(intervalMs);
+  }
+}
+
+/**
+ * A fresh directory under the system temp dir. Mode 0755 on the whole path, because reference
+ * servers drop privileges (postfix, dovecot, nobody) and must be able to walk into it.
+ */
+export async function makeTempRoot(prefix: string): Promise<string> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
+  await fs.chmod(dir, 0o755);
+  return dir;
+}
+
+/** A port that is free for TCP (and UDP with `udp`) on 127.0.0.1 right now. */
+export async function freePort(udp = false): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const srv = createServer();
+      srv.once("error", reject);
+      srv.listen(0, "127.0.0.1", () => {
+        const p = (srv.address() as { port: number }).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    if (!udp) return port;
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = createSocket("udp4");
+      s.once("error", () => resolve(false));
+      s.bind(port, "127.0.0.1", () => s.close(() => resolve(true)));
+    });
+    if (ok) return port;
+  }
+  throw new Error("no free port found");
+}
+
+/** Resolves when something accepts TCP connections on host:port. */
+export async function waitForPort(port: number, host = "127.0.0.1", timeoutMs = 20_000): Promise<void> {
+  await waitUntil(
+    () =>
+      new Promise<boolean>((resolve) => {
+        const s = connect({ host, port });
+        s.once("connect", () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.once("error", () => resolve(false));
+      }),
+    `${host}:${port} to accept connections`,
+    timeoutMs,
+    100,
+  );
+}
+
+export function median(xs: number[]): number {
+  if (xs.length === 0) return Number.NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+export function fmt(n: number | null | undefined, digits = 0): string {
+  if (n === null || n === undefined || !Number.isFinite(n)) return "–";
+  return n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
+
+/** A deterministic PRNG (mulberry32), so generated data and query mixes are the same every run. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);

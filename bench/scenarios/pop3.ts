@@ -1,0 +1,132 @@
+/**
+ * POP3: one session that logs in (USER/PASS), runs STAT, LIST and RETR of every message of a
+ * 1,000-message maildrop, then QUIT without deleting. mailstack's POP3 service against Dovecot's
+ * pop3d over the same files (hard-linked into each server's Maildir). The first session is
+ * reported on its own (the servers build their UID lists and indexes), then the median of three.
+ */
+import * as path from "node:path";
+import { type Ctx, onCleanup, recordReference, recordService, startService } from "../lib/context";
+import { writeFolder } from "../lib/maildir";
+import { type BenchUser, benchUsers, writeStackConfig } from "../lib/mailstack";
+import { Pop3Client } from "../lib/pop3-client";
+import { MemSampler, memOf } from "../lib/procmem";
+import { freePort, log, median, sleep } from "../lib/util";
+import { DovecotInstance } from "../refs/dovecot";
+import { gidOf, uidOf } from "../refs/postfix";
+
+interface Session {
+  ms: number;
+  messages: number;
+  bytes: number;
+}
+
+async function session(port: number, user: BenchUser): Promise<Session> {
+  const t0 = process.hrtime.bigint();
+  const c = await Pop3Client.connect(port);
+  try {
+    await c.command(`USER ${user.name}`);
+    await c.command(`PASS ${user.password}`);
+    const stat = await c.command("STAT");
+    const n = Number(stat.split(" ")[1]);
+    const list = await c.multi("LIST");
+    if (list.count !== n) throw new Error(`LIST has ${list.count} lines, STAT says ${n}`);
+    let bytes = 0;
+    for (let i = 1; i <= n; i++) bytes += (await c.multi(`RETR ${i}`)).bytes;
+    await c.quit();
+    return { ms: Number(process.hrtime.bigint() - t0) / 1e6, messages: n, bytes };
+  } finally {
+    c.destroy();
+  }
+}
+
+export async function pop3Scenario(ctx: Ctx): Promise<void> {
+  const count = 1000;
+  const users = await benchUsers(["pop"]);
+  const user = users[0]!;
+  const root = path.join(ctx.root, "pop3");
+  const msData = path.join(root, "mailstack", "data");
+  const dvMail = path.join(root, "dovecot", "mail");
+  const uid = await uidOf("nobody");
+  const gid = await gidOf("nobody");
+  await writeFolder(
+    [path.join(dvMail, user.name), path.join(msData, "mail", user.name)],
+    { count, minSize: 1024, maxSize: 8192, seenFraction: 0, seed: 99 },
+    uid,
+    gid,
+  );
+
+  const cfg = await writeStackConfig(path.join(root, "mailstack", "config.json"), {
+    dataDir: msData,
+    users,
+    listen: { pop3: 0 },
+    ...ctx.cert,
+  });
+  const ms = await startService(ctx, "pop3", cfg, "pop3");
+  await sleep(300);
+  const msIdle = ms.mem();
+  const repeats = ctx.quick ? 2 : 3;
+  log(`pop3: mailstack, ${count} messages`);
+  const msFirst = await session(ms.port("pop3"), user);
+  const msAgain: Session[] = [];
+  for (let i = 0; i < repeats; i++) msAgain.push(await session(ms.port("pop3"), user));
+  recordService(ctx, ms, "pop3", msIdle);
+  await ms.stop();
+  log(
+    `  mailstack: first ${msFirst.ms.toFixed(0)} ms, again ${median(msAgain.map((s) => s.ms)).toFixed(0)} ms (${msFirst.messages} msgs, ${msFirst.bytes} bytes)`,
+  );
+
+  const dv = new DovecotInstance({
+    root: path.join(root, "dovecot"),
+    mailDir: dvMail,
+    imapPort: await freePort(),
+    pop3Port: await freePort(),
+    users,
+    uid,
+    gid,
+  });
+  onCleanup(ctx, () => dv.stop());
+  await dv.start();
+  await sleep(300);
+  let pids = await dv.pids();
+  const dvIdle = memOf(pids);
+  const sampler = new MemSampler(() => pids, 100).start();
+  const refresh = setInterval(async () => (pids = await dv.pids()), 100);
+  log(`pop3: Dovecot, ${count} messages`);
+  const dvFirst = await session(dv.o.pop3Port, user);
+  const dvAgain: Session[] = [];
+  for (let i = 0; i < repeats; i++) dvAgain.push(await session(dv.o.pop3Port, user));
+  clearInterval(refresh);
+  const dvPeak = sampler.stop();
+  recordReference(ctx, "dovecot", "pop3", dvIdle, dvPeak);
+  await dv.stop();
+  log(
+    `  Dovecot:   first ${dvFirst.ms.toFixed(0)} ms, again ${median(dvAgain.map((s) => s.ms)).toFixed(0)} ms (${dvFirst.messages} msgs, ${dvFirst.bytes} bytes)`,
+  );
+
+  const refName = `Dovecot ${ctx.versions.dovecot ?? ""}`.trim();
+  const note =
+    msFirst.messages !== dvFirst.messages || msFirst.bytes !== dvFirst.bytes
+      ? `answers differ: mailstack ${msFirst.messages} msgs/${msFirst.bytes} B, Dovecot ${dvFirst.messages} msgs/${dvFirst.bytes} B`
+      : undefined;
+  ctx.rows.push({
+    scenario: "POP3",
+    metric: `login, LIST, RETR ×${count}, first session`,
+    unit: "ms",
+    mailstack: msFirst.ms,
+    reference: dvFirst.ms,
+    refName,
+    better: "lower",
+    goalRatio: 1.0,
+    ...(note ? { note } : {}),
+  });
+  ctx.rows.push({
+    scenario: "POP3",
+    metric: `login, LIST, RETR ×${count}, again (median of ${repeats})`,
+    unit: "ms",
+    mailstack: median(msAgain.map((s) => s.ms)),
+    reference: median(dvAgain.map((s) => s.ms)),
+    refName,
+    better: "lower",
+    goalRatio: 1.0,
+  });
+}
