@@ -7,7 +7,6 @@
 import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
-import { generate } from "selfsigned";
 import type { MailConfig } from "../config/schema";
 
 export interface TlsMaterial {
@@ -47,6 +46,8 @@ async function makeOrReadSelfSigned(config: MailConfig): Promise<TlsMaterial> {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   }
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  // Loaded only to make a certificate (about 15 MB per process otherwise).
+  const { generate } = require("selfsigned") as typeof import("selfsigned");
   const names = [...new Set([config.hostname, config.domain, ...config.destinations])];
   const pems = await generate([{ name: "commonName", value: config.hostname }], {
     keyType: "ec",
@@ -62,7 +63,7 @@ async function makeOrReadSelfSigned(config: MailConfig): Promise<TlsMaterial> {
         altNames: [...names.map((value) => ({ type: 2 as const, value })), { type: 7 as const, ip: config.publicAddress }],
       },
     ],
-  } as Parameters<typeof generate>[1]);
+  } as Parameters<typeof import("selfsigned").generate>[1]);
   const material: TlsMaterial = { key: pems.private, cert: pems.cert };
   // Publish atomically; if another process published first, use its pair.
   const tmp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
