@@ -6,7 +6,7 @@
 // user. It does what `setcap` does, without installing libcap2-bin at image build time.
 //
 //   node setcap.js SOURCE_FILE ENTRY_NAME | tar --xattrs --xattrs-include=security.capability -xpf - -C /
-"use strict";
+
 const fs = require("node:fs");
 
 const CAP_NET_BIND_SERVICE = 10;

@@ -4,9 +4,8 @@
  * literals included.
  */
 import { execFile } from "node:child_process";
-import { promises as fs, mkdtempSync, rmSync } from "node:fs";
+import { promises as fs, rmSync } from "node:fs";
 import * as net from "node:net";
-import { tmpdir } from "node:os";
 import * as path from "node:path";
 import * as tls from "node:tls";
 import { ImapFlow, type ImapFlowOptions } from "imapflow";

@@ -3,9 +3,8 @@
  * and a raw socket client that shows every byte the server sends.
  */
 import { execFile } from "node:child_process";
-import { promises as fs, mkdtempSync } from "node:fs";
+import { promises as fs } from "node:fs";
 import * as net from "node:net";
-import { tmpdir } from "node:os";
 import * as path from "node:path";
 import * as tls from "node:tls";
 import type { MailConfig } from "../config/schema";
