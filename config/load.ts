@@ -17,7 +17,7 @@ export function readStackConfig(file: string): Record<string, unknown> {
   // Rendered configs (what the containers get) are JSON; stack files are YAML. The YAML parser
   // is loaded only when needed: it costs every service process about 10 MB.
   const text = readFileSync(file, "utf8");
-  const parse = file.endsWith(".json") ? JSON.parse : (require("yaml") as typeof import("yaml")).parse;
+  const parse = (t: string): unknown => (file.endsWith(".json") ? JSON.parse(t) : (require("yaml") as typeof import("yaml")).parse(t));
   const doc = parse(text) as Record<string, unknown> | null;
   if (doc && typeof doc === "object") {
     if (doc.config && typeof doc.config === "object") return doc.config as Record<string, unknown>;

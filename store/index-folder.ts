@@ -29,9 +29,10 @@
  * `[key, field, value]` appended by `cached()`, read on first use, compacted when mostly dead).
  * Both are caches: losing them costs time, never data or UIDs.
  */
-import { type FSWatcher, promises as fs, watch as fsWatch } from "node:fs";
+import { type FSWatcher, promises as fs, watch as fsWatch, readFileSync, statSync } from "node:fs";
 import * as path from "node:path";
 import { Keywords } from "./index-keywords";
+import { isNoSpace } from "./lock";
 import { FLAG_LETTERS, syncDir, uniqueName, writeTmp } from "./maildir";
 import type { MessageInfo } from "./types";
 import { NoSuchFolderError, TemporaryFailure } from "./types";
@@ -42,6 +43,10 @@ export const CACHE_FILE = "mailstack-cache";
 const INDEX_VERSION = 1;
 /** Directory mtimes within this window of a read are re-checked once the window has passed. */
 const RECHECK_MS = 2000;
+/** Messages up to this size are read synchronously (cheaper than the thread-pool round trip). */
+const SYNC_READ_MAX = 256 * 1024;
+/** While the uidlist waits for disk space, try to write it at most this often. */
+const PERSIST_RETRY_MS = 5000;
 
 export interface IndexOptions {
   /** Poll interval of `watch()` (fallback for fs.watch). Default 2 s (1 s if fs.watch failed). */
@@ -237,6 +242,7 @@ export class FolderIndex {
   private saveTimer: NodeJS.Timeout | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
   private saving: Promise<void> | null = null;
+  private lastPersistTry = 0;
   // watch
   private readonly listeners = new Set<() => void>();
   private watchers: FSWatcher[] = [];
@@ -484,7 +490,10 @@ export class FolderIndex {
     const [mNew, mCur] = await Promise.all([statDir(path.join(this.dir, "new")), statDir(path.join(this.dir, "cur"))]);
     const scanNew = this.needScan("new", mNew, now, force);
     const scanCur = this.needScan("cur", mCur, now, force);
-    if (!scanNew && !scanCur) return;
+    if (!scanNew && !scanCur) {
+      if (!tx) await this.retryPersist();
+      return;
+    }
     const which = { new: scanNew, cur: scanCur };
     let found = await this.scanDirs(which);
     let missing = this.entries.filter((e) => which[e.dir] && !found.has(e.key));
@@ -546,8 +555,15 @@ export class FolderIndex {
     else if (this.uidValidity === 0 && this.uidlist.present) {
       this.uidValidity = this.uidlist.uidValidity;
       this.nextUid = Math.max(this.nextUid, this.uidlist.nextUid);
-    }
+    } else if (!tx) await this.retryPersist();
     if (flagModseq !== null || missing.length > 0) this.scheduleSave();
+  }
+
+  /** UIDs given in memory while the disk was full: write them once there is room again. */
+  private async retryPersist(): Promise<void> {
+    if (!this.uidlist.hasUnsaved || Date.now() - this.lastPersistTry < PERSIST_RETRY_MS) return;
+    this.lastPersistTry = Date.now();
+    await this.uidlist.locked(() => undefined);
   }
 
   private maxUid(): number {
@@ -602,8 +618,10 @@ export class FolderIndex {
                 c.dir = "cur";
                 c.file = dest;
               } catch (err) {
-                if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-                c.file = ""; // moved by someone else: picked up by the next scan
+                if ((err as NodeJS.ErrnoException).code === "ENOENT")
+                  c.file = ""; // moved by someone else: picked up by the next scan
+                // Otherwise (e.g. disk full): serve it from new/; a later flag change moves it.
+                else debug(`${this.dir}: keeping ${c.file} in new/: ${(err as Error).message}`);
               }
             });
           });
@@ -629,14 +647,13 @@ export class FolderIndex {
     await this.keywords.refresh();
     const modseq = this.newModseq();
     const fresh: Entry[] = [];
+    // INTERNALDATE needs each file's mtime: a synchronous stat (a few µs from the dentry cache)
+    // is far cheaper here than a thread-pool round trip per file. The wire size comes from W= in
+    // the name; only names without it are read.
     await pool(placed, 32, async (p) => {
       const full = path.join(this.dir, p.dir, p.file);
-      let st: import("node:fs").Stats;
-      try {
-        st = await fs.stat(full);
-      } catch {
-        return; // gone again (expunged or renamed): the next refresh sorts it out
-      }
+      const st = statSync(full, { throwIfNoEntry: false });
+      if (!st) return; // gone again (expunged or renamed): the next refresh sorts it out
       const w = /,W=(\d+)/.exec(p.key);
       let size: number;
       if (w) size = Number(w[1]);
@@ -739,7 +756,9 @@ export class FolderIndex {
       const p = this.filePath(uid);
       if (p === null) throw new ExpungedError(uid);
       try {
-        const data = toCrlf(await fs.readFile(p));
+        const e0 = this.byUid.get(uid);
+        const raw = e0 && e0.size <= SYNC_READ_MAX ? readFileSync(p) : await fs.readFile(p);
+        const data = toCrlf(raw);
         const e = this.byUid.get(uid);
         if (e && e.size !== data.length) {
           // Wrong W= in the name: fix the index (the session's snapshot keeps the old size).
@@ -1033,8 +1052,13 @@ export class FolderIndex {
     }
     const file = path.join(this.dir, CACHE_FILE);
     const tmp = `${file}.${process.pid}.tmp`;
-    await fs.writeFile(tmp, out.join(""));
-    await fs.rename(tmp, file);
+    try {
+      await fs.writeFile(tmp, out.join(""));
+      await fs.rename(tmp, file);
+    } catch (err) {
+      await fs.unlink(tmp).catch(() => undefined);
+      if (!isNoSpace(err)) throw err;
+    }
   }
 
   async cached<T>(uid: number, field: string, compute: () => Promise<T>): Promise<T> {
@@ -1108,8 +1132,14 @@ export class FolderIndex {
       for (const e of this.entries) parts.push(`${e.uid}\t${e.dir}\t${e.file}\t${e.size}\t${e.mtime}\t${e.modseq}\n`);
       const file = path.join(this.dir, INDEX_FILE);
       const tmp = `${file}.${process.pid}.tmp`;
-      await fs.writeFile(tmp, parts.join(""));
-      await fs.rename(tmp, file);
+      try {
+        await fs.writeFile(tmp, parts.join(""));
+        await fs.rename(tmp, file);
+      } catch (err) {
+        // Disk full: the index is a cache; keep it dirty and try again at the next save.
+        await fs.unlink(tmp).catch(() => undefined);
+        throw err;
+      }
       this.lastSave = Date.now();
       this.dirty = Math.max(0, this.dirty - dirtyAtStart);
     })();

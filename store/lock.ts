@@ -12,6 +12,11 @@
  *   holder is on another host and stopped refreshing.
  *
  * Inside one process, waiters for the same dotlock queue on a promise chain instead of polling.
+ *
+ * Full disk (ENOSPC/EDQUOT while writing the holder string): the O_EXCL file is created but
+ * empty. It is still ours and still excludes everybody, so we keep it as the lock (Dovecot does
+ * the same) rather than fail the reader: an empty or unparseable lock has no holder to check, so
+ * it goes stale only by its mtime (`staleMs`), and we remove it on release as usual.
  */
 import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
@@ -46,6 +51,8 @@ async function isStale(file: string, staleMs: number): Promise<{ stale: boolean;
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return { stale: false };
     throw err;
   }
+  // An empty or unparseable lock (holder wrote nothing: disk full, or it is being written right
+  // now) names no holder: only its age counts.
   const [pidText, host, token] = text.trim().split(":");
   const pid = Number(pidText);
   if (host === HOSTNAME && Number.isInteger(pid) && pid > 0) {
@@ -68,23 +75,40 @@ async function breakLock(file: string, ino: number | undefined, mtimeMs: number 
   }
 }
 
-async function tryCreate(file: string): Promise<boolean> {
+/** Whether an error means "no space left" (full disk or quota). */
+export function isNoSpace(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === "ENOSPC" || code === "EDQUOT";
+}
+
+/**
+ * Creates the lock file with O_EXCL. Resolves to "full" (our contents written), "empty" (created,
+ * but the disk is full: the empty file is still ours and still excludes everybody; without a
+ * parseable holder it goes stale by mtime only, as Dovecot's dotlocks do) or null (held).
+ */
+async function tryCreate(file: string): Promise<"full" | "empty" | null> {
+  let fh: import("node:fs/promises").FileHandle;
   try {
-    const fh = await fs.open(file, "wx", 0o600);
-    try {
-      await fh.writeFile(lockContents());
-    } catch (err) {
-      // An empty lock (e.g. disk full) would look live to everyone: never leave one behind.
-      await fh.close().catch(() => undefined);
-      await fs.unlink(file).catch(() => undefined);
-      throw err;
-    }
-    await fh.close();
-    return true;
+    fh = await fs.open(file, "wx", 0o600);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") return null;
     throw err;
   }
+  try {
+    await fh.writeFile(lockContents());
+  } catch (err) {
+    if (isNoSpace(err)) {
+      // Keep it as an empty lock (a torn holder string would be as unparseable, but be tidy).
+      await fh.truncate(0).catch(() => undefined);
+      await fh.close().catch(() => undefined);
+      return "empty";
+    }
+    await fh.close().catch(() => undefined);
+    await fs.unlink(file).catch(() => undefined);
+    throw err;
+  }
+  await fh.close();
+  return "full";
 }
 
 export interface DotlockOptions {
@@ -127,7 +151,7 @@ async function acquire(lockFile: string, timeoutMs: number, staleMs: number): Pr
   const deadline = Date.now() + timeoutMs;
   let delay = 2;
   for (;;) {
-    if (await tryCreate(lockFile)) return;
+    if ((await tryCreate(lockFile)) !== null) return;
     const s = await isStale(lockFile, staleMs);
     if (s.stale) {
       await breakLock(lockFile, s.ino, s.mtimeMs);
@@ -151,7 +175,8 @@ export async function tryHoldLock(
   const staleMs = opts.staleMs ?? 300_000;
   const refreshMs = opts.refreshMs ?? 60_000;
   for (let attempt = 0; attempt < 3; attempt++) {
-    if (await tryCreate(file)) {
+    const made = await tryCreate(file);
+    if (made !== null) {
       const st = await fs.stat(file);
       const timer = setInterval(() => {
         const now = new Date();
@@ -167,7 +192,8 @@ export async function tryHoldLock(
         try {
           const now = await fs.stat(file);
           const text = await fs.readFile(file, "utf8");
-          if (now.ino === st.ino && text === lockContents()) await fs.unlink(file);
+          const ours = text === lockContents() || (made === "empty" && text === "");
+          if (now.ino === st.ino && ours) await fs.unlink(file);
         } catch {
           // already gone
         }

@@ -12,15 +12,30 @@
  * file. New records are appended with one write() and fdatasync (what Dovecot does too); any
  * other change, a torn tail or many dead records make a full rewrite: tmp file, fsync, rename,
  * fsync the folder directory. Readers re-read only the appended tail when the file grew in place.
+ *
+ * Full disk (ENOSPC/EDQUOT on the lock, the append or the rewrite): as Dovecot does, UIDs are
+ * assigned in memory anyway, continuing from the list's next UID, so the messages can be served;
+ * the in-memory changes are written by the next locked update whose writes succeed (a full
+ * rewrite). Within this process a UID is never handed out twice. Trade-off: while we cannot
+ * write, another process (or host) sharing the Maildir may give the same UIDs to other messages
+ * (or other UIDs to the same ones). When a re-read shows that, the disk wins: a message whose
+ * key the file now has keeps the file's UID there, an in-memory UID the file gives to another
+ * message is dropped from the list, and the next UID stays above every UID we ever handed out.
+ * Sessions of this process keep the UIDs they were shown until the folder is opened anew.
  */
 import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import * as path from "node:path";
-import { withDotlock } from "./lock";
+import { isNoSpace, withDotlock } from "./lock";
 import { syncDir } from "./maildir";
 
 export const UIDLIST_FILE = "dovecot-uidlist";
+
+/** MAILSTACK_STORE_DEBUG=1 prints the store's rare recoveries on stderr. */
+function debug(msg: string): void {
+  if (process.env.MAILSTACK_STORE_DEBUG) process.stderr.write(`mailstack store: ${msg}\n`);
+}
 
 export interface UidRecord {
   uid: number;
@@ -60,6 +75,11 @@ export class UidList {
   private exists = false;
   /** Records on disk whose keys we removed (rewrite when there are many). */
   private deadOnDisk = 0;
+  /** Full disk: records assigned in memory only, and keys removed in memory only. */
+  private pending: UidRecord[] = [];
+  private pendingRemoved = new Set<string>();
+  /** Memory is ahead of the file (a write failed for lack of space): rewrite at the next update. */
+  private unsaved = false;
 
   constructor(readonly dir: string) {
     this.file = path.join(dir, UIDLIST_FILE);
@@ -67,6 +87,11 @@ export class UidList {
 
   get present(): boolean {
     return this.exists;
+  }
+
+  /** Whether changes wait in memory for disk space (see the header comment). */
+  get hasUnsaved(): boolean {
+    return this.unsaved;
   }
 
   get size(): number {
@@ -107,6 +132,8 @@ export class UidList {
       st = await fs.stat(this.file, { bigint: true });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      // Never written (disk full since): what we have in memory is all there is.
+      if (this.unsaved) return false;
       const had = this.exists;
       await this.close();
       this.reset();
@@ -122,6 +149,7 @@ export class UidList {
         const { bytesRead } = await this.fh.read(buf, 0, len, from);
         this.parseRecords(buf.subarray(0, bytesRead), from);
         this.sig = { ino: old.ino, size: from + bytesRead, mtimeNs: st.mtimeNs };
+        this.reconcile();
         return true;
       }
     }
@@ -131,6 +159,7 @@ export class UidList {
       fh = await fs.open(this.file, "r");
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      if (this.unsaved) return false;
       this.reset();
       return true;
     }
@@ -140,6 +169,7 @@ export class UidList {
     this.fh = fh;
     this.parseAll(data);
     this.sig = { ino: Number(fst.ino), size: data.length, mtimeNs: fst.mtimeNs };
+    this.reconcile();
     return true;
   }
 
@@ -162,6 +192,41 @@ export class UidList {
     this.exists = false;
     this.deadOnDisk = 0;
     this.maxUid = 0;
+  }
+
+  /**
+   * After a re-read while changes wait in memory: put our in-memory records back over what the
+   * file says, unless the file contradicts them (see the header comment: the disk wins).
+   */
+  private reconcile(): void {
+    if (!this.unsaved) return;
+    for (const k of this.pendingRemoved) if (this.byKey.delete(k)) this.deadOnDisk++;
+    if (this.pending.length === 0) return;
+    const mine = new Set(this.pending);
+    let min = Number.MAX_SAFE_INTEGER;
+    for (const r of this.pending) min = Math.min(min, r.uid);
+    const taken = new Map<number, string>();
+    for (const rec of this.recordsAbove(min - 1)) if (!mine.has(rec)) taken.set(rec.uid, rec.key);
+    const keep: UidRecord[] = [];
+    for (const r of this.pending) {
+      // Never hand out again a UID we have shown.
+      if (r.uid >= this.nextUid) this.nextUid = r.uid + 1;
+      if (r.uid > this.maxUid) this.maxUid = r.uid;
+      const d = this.byKey.get(r.key);
+      if (d && d !== r) {
+        if (d.uid !== r.uid) debug(`${this.file}: ${r.key} got UID ${d.uid} elsewhere while ours (${r.uid}) was in memory only`);
+        continue;
+      }
+      const other = taken.get(r.uid);
+      if (other !== undefined) {
+        if (d === r) this.byKey.delete(r.key);
+        debug(`${this.file}: UID ${r.uid} went to ${other} elsewhere while ours (${r.key}) was in memory only`);
+        continue;
+      }
+      this.byKey.set(r.key, r);
+      keep.push(r);
+    }
+    this.pending = keep;
   }
 
   private parseAll(data: Buffer): void {
@@ -237,10 +302,12 @@ export class UidList {
    * changed through the transaction (append or atomic rewrite).
    */
   async locked<T>(fn: (tx: UidListTx) => Promise<T> | T): Promise<T> {
-    return withDotlock(this.file, async () => {
+    let started = false;
+    const body = async (write: boolean): Promise<T> => {
+      started = true;
       await this.refresh();
       const tx = new UidListTx(this);
-      if (!this.exists || this.uidValidity === 0) tx.needRewrite = true;
+      if (!this.exists || this.uidValidity === 0 || this.unsaved) tx.needRewrite = true;
       if (this.uidValidity === 0) {
         this.uidValidity = Math.max(1, Math.floor(Date.now() / 1000)) >>> 0;
         this.nextUid = Math.max(this.nextUid, 1);
@@ -250,9 +317,36 @@ export class UidList {
         tx.needRewrite = true;
       }
       const result = await fn(tx);
-      await this.commit(tx);
+      if (!write) this.keepInMemory(tx);
+      else {
+        try {
+          await this.commit(tx);
+          this.pending = [];
+          this.pendingRemoved.clear();
+          this.unsaved = false;
+        } catch (err) {
+          if (!isNoSpace(err)) throw err;
+          this.keepInMemory(tx);
+        }
+      }
       return result;
-    });
+    };
+    try {
+      return await withDotlock(this.file, () => body(true));
+    } catch (err) {
+      if (started || !isNoSpace(err)) throw err;
+    }
+    // Not even an empty lock file could be created: assign in memory, unlocked (the trade-off in
+    // the header comment; this process's own updates of the folder are serialised by its index).
+    return body(false);
+  }
+
+  /** A write failed for lack of space: keep the transaction's changes in memory only. */
+  private keepInMemory(tx: UidListTx): void {
+    this.pending.push(...tx.appended);
+    for (const k of tx.removedKeys) this.pendingRemoved.add(k);
+    this.unsaved = true;
+    debug(`${this.file}: disk full, ${this.pending.length} record(s) kept in memory`);
   }
 
   /** @internal */
@@ -277,6 +371,7 @@ export class UidList {
     if (!this.byKey.delete(key)) return false;
     this.deadOnDisk++;
     tx.removed++;
+    tx.removedKeys.push(key);
     return true;
   }
 
@@ -288,15 +383,24 @@ export class UidList {
     }
     if (tx.appended.length === 0) return;
     const lines = tx.appended.map((r) => `${r.uid} ${r.ext ? `${r.ext} ` : ""}:${r.key}\n`).join("");
+    const buf = Buffer.from(lines);
     const fh = await fs.open(this.file, "a");
     try {
-      await fh.write(lines);
-      await fh.datasync();
+      const before = (await fh.stat()).size;
+      try {
+        const { bytesWritten } = await fh.write(buf, 0, buf.length);
+        if (bytesWritten < buf.length) throw Object.assign(new Error(`short write to ${this.file}`), { code: "ENOSPC" as const });
+        await fh.datasync();
+      } catch (err) {
+        // Leave no torn tail behind (it would cost the appended records' UIDs on re-read).
+        await fh.truncate(before).catch(() => undefined);
+        throw err;
+      }
     } finally {
       await fh.close();
     }
     const st = await fs.stat(this.file, { bigint: true });
-    this.parsed += Buffer.byteLength(lines);
+    this.parsed += buf.length;
     if (Number(st.size) === this.parsed && this.sig && this.sig.ino === Number(st.ino))
       this.sig = { ino: Number(st.ino), size: Number(st.size), mtimeNs: st.mtimeNs };
     else {
@@ -340,6 +444,7 @@ export class UidList {
 /** The changes one locked update makes. */
 export class UidListTx {
   readonly appended: UidRecord[] = [];
+  readonly removedKeys: string[] = [];
   removed = 0;
   needRewrite = false;
 
