@@ -32,9 +32,10 @@ export class LocalDelivery {
 
   /**
    * Delivers to every local recipient in one go (the message is written once). Returns one
-   * outcome per recipient; a store failure defers all of them.
+   * outcome per recipient; a store failure defers all of them. `name`, derived from the queue
+   * id, makes a retry after a crash deliver nothing twice.
    */
-  async deliver(from: string, recipients: string[], data: Buffer): Promise<Map<string, LocalOutcome>> {
+  async deliver(from: string, recipients: string[], data: Buffer, name?: string): Promise<Map<string, LocalOutcome>> {
     const out = new Map<string, LocalOutcome>();
     const users = new Set<string>();
     for (const r of recipients) {
@@ -56,7 +57,7 @@ export class LocalDelivery {
         // Creating a Maildir is not safe to run twice at once (store/maildir.ts writes
         // subscriptions.tmp); do it once per user and process before delivering.
         await Promise.all([...users].map((u) => this.ensureMaildir(u)));
-        await this.store.deliverLocal([...users], withReturnPath(from, data));
+        await this.store.deliverLocal([...users], withReturnPath(from, data), name ? { name } : {});
       } catch (err) {
         const reason = `local delivery failed: ${(err as Error).message}`;
         for (const [r, o] of out) if (o.kind !== "unknown") out.set(r, { kind: "deferred", reason });

@@ -649,6 +649,7 @@ export class QueueManager {
             envelope.from,
             localRcpts.map((r) => r.address),
             data,
+            maildirName(envelope),
           );
           for (const r of localRcpts) {
             const o = outcomes.get(r.address) ?? { kind: "deferred" as const, reason: "no outcome" };
@@ -786,4 +787,15 @@ export function sourceAddress(config: MailConfig): string | undefined {
 
 export function dsnId(id: string, k: number): string {
   return `${id}-B${k}`;
+}
+
+/**
+ * The Maildir base name a queued message gets in local mailboxes: its arrival time (so it sorts
+ * with other mail) and its queue id, the same on every attempt, so that a delivery repeated
+ * after a crash finds the copy it already made.
+ */
+export function maildirName(envelope: { id: string; arrival: number }): string {
+  const sec = Math.floor(envelope.arrival / 1000);
+  const usec = (envelope.arrival % 1000) * 1000;
+  return `${sec}.M${usec}Q${envelope.id.replace(/[^A-Za-z0-9]/g, "")}.mailstack-queue`;
 }

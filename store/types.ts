@@ -101,9 +101,11 @@ export interface Authenticator {
 export interface Delivery {
   /**
    * Durably stores `data` in every local user's INBOX (all or none). Throws `TemporaryFailure`
-   * when anything fails, after removing what it had made visible.
+   * when anything fails, after removing what it had made visible. With `name` (a Maildir base
+   * name the caller derives from a durable id), delivery is idempotent: a user who already has
+   * that message, in new/ or cur/, does not get it again (the queue retrying after a crash).
    */
-  deliverLocal(users: string[], data: Buffer): Promise<string[]>;
+  deliverLocal(users: string[], data: Buffer, opts?: { name?: string }): Promise<string[]>;
 }
 
 /** A failure the client may retry (SMTP 4xx). */

@@ -191,6 +191,24 @@ describe("durable delivery", () => {
     expect(readdirSync(path.join(dir, "mail", "lx", "new"))).toEqual([]);
   });
 
+  it("with a name, delivery is idempotent: a retry after a crash adds no second copy", async () => {
+    const dir = tmp();
+    const d = new MaildirDelivery(dir);
+    const data = Buffer.from("Subject: bounce\r\n\r\nx\r\n");
+    const name = "1764316800.M0Qabc123.mailstack-queue";
+    expect(await d.deliverLocal(["lx"], data, { name })).toHaveLength(1);
+    expect(await d.deliverLocal(["lx", "lei"], data, { name })).toHaveLength(1); // only lei is new
+    // A client moved lx's copy to cur/ and flagged it: still found.
+    const [file] = readdirSync(path.join(dir, "mail", "lx", "new"));
+    await fs.rename(path.join(dir, "mail", "lx", "new", file!), path.join(dir, "mail", "lx", "cur", `${file}:2,S`));
+    expect(await d.deliverLocal(["lx"], data, { name })).toEqual([]);
+    for (const u of ["lx", "lei"]) {
+      const all = [...readdirSync(path.join(dir, "mail", u, "new")), ...readdirSync(path.join(dir, "mail", u, "cur"))];
+      expect(all).toHaveLength(1);
+      expect(readdirSync(path.join(dir, "mail", u, "tmp"))).toEqual([]);
+    }
+  });
+
   it("writeMessage puts flagged messages in cur/ with the :2, suffix", async () => {
     const dir = tmp();
     const root = await ensureUserMaildir(dir, "lx");
