@@ -6,7 +6,6 @@
 import type { MailConfig } from "../config/schema";
 import { Aliases, splitAddress } from "../store/aliases";
 import { MaildirDelivery } from "../store/deliver";
-import { ensureUserMaildir } from "../store/maildir";
 import { headerEnd } from "./spool";
 
 export type LocalOutcome =
@@ -18,7 +17,6 @@ export type LocalOutcome =
 export class LocalDelivery {
   private readonly aliases: Aliases;
   private readonly store: MaildirDelivery;
-  private readonly created = new Map<string, Promise<unknown>>();
 
   constructor(private readonly config: MailConfig) {
     this.aliases = new Aliases(config);
@@ -54,9 +52,6 @@ export class LocalDelivery {
     }
     if (users.size > 0) {
       try {
-        // Creating a Maildir is not safe to run twice at once (store/maildir.ts writes
-        // subscriptions.tmp); do it once per user and process before delivering.
-        await Promise.all([...users].map((u) => this.ensureMaildir(u)));
         await this.store.deliverLocal([...users], withReturnPath(from, data), name ? { name } : {});
       } catch (err) {
         const reason = `local delivery failed: ${(err as Error).message}`;
@@ -64,16 +59,6 @@ export class LocalDelivery {
       }
     }
     return out;
-  }
-
-  private ensureMaildir(user: string): Promise<unknown> {
-    let p = this.created.get(user);
-    if (!p) {
-      p = ensureUserMaildir(this.config.dataDir, user);
-      p.catch(() => this.created.delete(user));
-      this.created.set(user, p);
-    }
-    return p;
   }
 }
 
