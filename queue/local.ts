@@ -18,7 +18,7 @@ export class LocalDelivery {
   private readonly aliases: Aliases;
   private readonly store: MaildirDelivery;
 
-  constructor(private readonly config: MailConfig) {
+  constructor(config: MailConfig) {
     this.aliases = new Aliases(config);
     this.store = new MaildirDelivery(config.dataDir);
   }
