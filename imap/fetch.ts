@@ -242,6 +242,8 @@ function binaryBytes(message: Buffer, tree: MimeNode, section: Section): Buffer 
 }
 
 function flagsText(flags: readonly string[]): string {
+  if (flags.length === 0) return "()";
+  if (flags.length === 1) return `(${flags[0]})`;
   return `(${flags.join(" ")})`;
 }
 
@@ -283,22 +285,42 @@ export async function runFetch(s: Session, sel: SelectedView, seqs: number[], pl
   if (!plan.needsTree) {
     // Fast path: index data only, one loop, text built directly.
     const items = plan.items;
+    // `UID FETCH n:m (FLAGS)` / `FETCH n:m (UID FLAGS)`: the usual sync request, specialised.
+    const uidFlags = items.length === 2 && items[0]!.kind === "UID" && items[1]!.kind === "FLAGS";
+    let lastFlags: readonly string[] | null = null;
+    let lastFlagsText = "";
+    let chunk = "";
     let count = 0;
-    for (const seq of targets) {
+    for (let t = 0; t < targets.length; t++) {
+      const seq = targets[t]!;
       const info = sel.info(seq, msgs);
       if (!info) {
         expunged = true;
         continue;
       }
-      let line = `* ${seq} FETCH (`;
-      for (let i = 0; i < items.length; i++) {
-        if (i > 0) line += " ";
-        line += simpleItem(items[i]!, info);
+      if (uidFlags) {
+        if (info.flags !== lastFlags) {
+          lastFlags = info.flags;
+          lastFlagsText = flagsText(info.flags);
+        }
+        chunk += `* ${seq} FETCH (UID ${info.uid} FLAGS ${lastFlagsText})\r\n`;
+      } else {
+        let line = `* ${seq} FETCH (`;
+        for (let i = 0; i < items.length; i++) {
+          if (i > 0) line += " ";
+          line += simpleItem(items[i]!, info);
+        }
+        if (wantFlagsForSeen && seenSet.has(info.uid)) line += ` FLAGS ${flagsText(info.flags)}`;
+        chunk += `${line})\r\n`;
       }
-      if (wantFlagsForSeen && seenSet.has(info.uid)) line += ` FLAGS ${flagsText(info.flags)}`;
-      s.sendRaw(`${line})\r\n`);
-      if (++count % 2048 === 0) await s.flushIfLarge();
+      if (++count % 2048 === 0) {
+        s.sendRaw(chunk);
+        chunk = "";
+        lastFlags = null;
+        await s.flushIfLarge();
+      }
     }
+    if (chunk.length > 0) s.sendRaw(chunk);
     return expunged && !byUid ? expungeIssued() : { status: "OK", text: `${byUid ? "UID " : ""}FETCH completed` };
   }
 

@@ -266,12 +266,17 @@ function dayOf(d: Date): number {
 }
 
 function hasFlag(info: MessageInfo, flag: string): boolean {
+  const flags = info.flags;
+  // Exact spelling first (the usual case), then case-insensitively.
+  for (let i = 0; i < flags.length; i++) if (flags[i] === flag) return true;
+  if (flags.length === 0) return false;
   const f = flag.toLowerCase();
-  return info.flags.some((x) => x.toLowerCase() === f);
+  for (let i = 0; i < flags.length; i++) if (flags[i]!.toLowerCase() === f) return true;
+  return false;
 }
 
 /** Index-only evaluation; undefined when the key needs the message contents. */
-function evalCheap(key: SearchKey, c: Candidate, ctx: SearchContext): boolean | undefined {
+export function evalCheap(key: SearchKey, c: Candidate, ctx: SearchContext): boolean | undefined {
   const info = c.info;
   switch (key.op) {
     case "all":

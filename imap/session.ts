@@ -227,7 +227,19 @@ export class Session {
     const socket = this.socket;
     if (socket.destroyed) return;
     try {
-      const buf = Buffer.concat(parts.map((p) => (typeof p === "string" ? Buffer.from(p, "utf8") : p)));
+      // Runs of strings are joined first: one conversion per run, not one per response piece.
+      const bufs: Buffer[] = [];
+      let run: string[] = [];
+      for (const p of parts) {
+        if (typeof p === "string") run.push(p);
+        else {
+          if (run.length > 0) bufs.push(Buffer.from(run.join(""), "utf8"));
+          run = [];
+          bufs.push(p);
+        }
+      }
+      if (run.length > 0) bufs.push(Buffer.from(run.join(""), "utf8"));
+      const buf = bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs);
       if (socket.write(buf)) return;
       await new Promise<void>((resolve) => {
         const done = () => {

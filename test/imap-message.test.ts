@@ -393,6 +393,25 @@ describe("EXPUNGE, CLOSE, UNSELECT, CHECK", () => {
     c.close();
   });
 
+  test("index-only SEARCH and FETCH after an expunge: sequence numbers and UIDs differ", async () => {
+    const c = await session();
+    await fixture(c);
+    await c.cmd("UID STORE 1 +FLAGS.SILENT (\\Deleted)");
+    expect((await c.cmd("UID EXPUNGE 1")).untagged).toEqual(["* 1 EXPUNGE"]);
+    await c.cmd("UID STORE 3 +FLAGS.SILENT (\\Flagged $Work)");
+    expect((await c.cmd("SEARCH UNSEEN")).untagged).toEqual(["* SEARCH 1 2"]);
+    expect((await c.cmd("UID SEARCH UNSEEN")).untagged).toEqual(["* SEARCH 2 3"]);
+    expect((await c.cmd("UID SEARCH KEYWORD $WORK")).untagged).toEqual(["* SEARCH 3"]);
+    expect((await c.cmd("UID SEARCH SEEN")).untagged).toEqual(["* SEARCH"]);
+    expect((await c.cmd("SEARCH RETURN (SAVE) FLAGGED")).untagged).toEqual([]);
+    expect((await c.cmd("UID FETCH $ (FLAGS)")).untagged).toEqual(["* 2 FETCH (UID 3 FLAGS (\\Flagged $Work))"]);
+    expect((await c.cmd("UID FETCH 1:* (FLAGS)")).untagged).toEqual([
+      "* 1 FETCH (UID 2 FLAGS ())",
+      "* 2 FETCH (UID 3 FLAGS (\\Flagged $Work))",
+    ]);
+    c.close();
+  });
+
   test("CLOSE expunges silently; UNSELECT keeps \\Deleted messages", async () => {
     const c = await session();
     const name = await fixture(c);

@@ -3,12 +3,14 @@
  * MIN, MAX, COUNT, ALL), SAVE and `$` (RFC 5182 SEARCHRES), MODSEQ (RFC 7162 §3.1.5).
  * In IMAP4rev2 mode the answer is always ESEARCH (RFC 9051 §6.4.4).
  */
+
+import type { MessageInfo } from "../../store/types";
 import { bad, type CommandSpec, type Result, SELECTED } from "../command";
 import { str, type Value } from "../compiler";
 import { mimeTree } from "../fetch";
 import { isAtom, type Token, tokenText } from "../parser";
-import { type Candidate, parseSearch, runSearch } from "../search";
-import { formatSeqSet, type Range, resolveSeq, resolveUids, uidMatcher } from "../seqset";
+import { type Candidate, evalCheap, parseSearch, runSearch } from "../search";
+import { formatSeqSet, type Range, resolveSeq, uidMatcher } from "../seqset";
 import type { Session } from "../session";
 
 function membership(ranges: Range[], max: number): (n: number) => boolean {
@@ -71,21 +73,46 @@ async function runSearchCommand(s: Session, args: Token[], tag: string, byUid: b
     load: (uid: number) => sel.mailbox.read(uid),
     envelope: async (uid: number) => (await mimeTree(sel, uid)).envelope ?? null,
   };
-  function* candidates(): Generator<Candidate> {
+  let numbers: number[];
+  let savedUids: number[];
+  let highest = 0n;
+  if (!program.needsContent) {
+    // Index-only keys: one synchronous loop over the view, no per-message objects.
+    numbers = [];
+    savedUids = byUid ? numbers : [];
+    const c = { seq: 0, info: undefined as unknown as MessageInfo };
     for (let seq = 1; seq <= count; seq++) {
       const info = sel.info(seq, msgs);
-      if (info) yield { seq, info };
+      if (!info) continue;
+      c.seq = seq;
+      c.info = info;
+      if (evalCheap(program.key, c, ctx) !== true) continue;
+      if (byUid) numbers.push(info.uid);
+      else {
+        numbers.push(seq);
+        savedUids.push(info.uid);
+      }
+      if (program.usesModseq && info.modseq > highest) highest = info.modseq;
     }
+  } else {
+    function* candidates(): Generator<Candidate> {
+      for (let seq = 1; seq <= count; seq++) {
+        const info = sel.info(seq, msgs);
+        if (info) yield { seq, info };
+      }
+    }
+    const found = await runSearch(program, candidates(), ctx);
+    numbers = found.map((c) => (byUid ? c.info.uid : c.seq));
+    savedUids = found.map((c) => c.info.uid);
+    if (program.usesModseq) for (const c of found) if (c.info.modseq > highest) highest = c.info.modseq;
   }
-  void resolveUids;
-  const found = await runSearch(program, candidates(), ctx);
-  const numbers = found.map((c) => (byUid ? c.info.uid : c.seq));
-  let highest = 0n;
-  if (program.usesModseq) for (const c of found) if (c.info.modseq > highest) highest = c.info.modseq;
 
-  if (returnOpts?.has("SAVE")) s.savedSearch = found.map((c) => c.info.uid);
+  if (returnOpts?.has("SAVE")) s.savedSearch = byUid ? numbers.slice() : savedUids;
   const esearch = returnOpts !== null || s.rev2;
-  if (!esearch) {
+  if (!esearch && !program.usesModseq) {
+    // The common answer, built as one string.
+    s.sendRaw(numbers.length === 0 ? "* SEARCH\r\n" : `* SEARCH ${numbers.join(" ")}\r\n`);
+  } else if (!esearch) {
     const attrs: Value[] = [...numbers];
     if (program.usesModseq && numbers.length > 0) attrs.push(["MODSEQ", highest]);
     s.untagged("SEARCH", attrs);

@@ -75,9 +75,10 @@ export async function selectMailbox(s: Session, args: Token[], readOnly: boolean
   for (let i = 0; i < msgs.length; i++) {
     const flags = msgs[i]!.flags;
     let seen = false;
-    for (const f of flags) {
+    for (let j = 0; j < flags.length; j++) {
+      const f = flags[j]!;
       if (f === "\\Seen") seen = true;
-      else if (!f.startsWith("\\")) keywords.set(f.toLowerCase(), f);
+      else if (f.charCodeAt(0) !== 92 /* \\ */) keywords.set(f.toLowerCase(), f);
     }
     if (!seen && firstUnseen === 0) firstUnseen = i + 1;
   }
