@@ -4,33 +4,17 @@
  * literals included.
  */
 import { execFile } from "node:child_process";
-import { promises as fs, rmSync } from "node:fs";
 import * as net from "node:net";
-import * as path from "node:path";
 import * as tls from "node:tls";
 import { ImapFlow, type ImapFlowOptions } from "imapflow";
-import type { MailConfig } from "../config/schema";
 import { startImap } from "../imap";
-import { silentLogger } from "../lib/log";
-import type { RunningService } from "../lib/service";
 import { MaildirDelivery } from "../store/deliver";
-import { testStack } from "./helpers/stack";
+import { type ServiceEnv, startServiceEnv } from "./helpers/stack";
 
 export const PASSWORDS: Record<string, string> = { lx: "lx-password", lei: "lei-password" };
 
-export interface ImapEnv {
-  config: MailConfig;
-  dataDir: string;
-  service: RunningService;
-  port: number;
-  tlsPort: number;
-  ca: string;
-  caFile: string;
+export interface ImapEnv extends ServiceEnv {
   deliver(user: string, message: string | Buffer): Promise<void>;
-  restart(): Promise<void>;
-  stop(): Promise<void>;
-  /** Stops the server and removes the dataDir. */
-  cleanup(): Promise<void>;
 }
 
 export interface ImapEnvOptions {
@@ -40,49 +24,13 @@ export interface ImapEnvOptions {
 }
 
 export async function startImapEnv(opts: ImapEnvOptions = {}): Promise<ImapEnv> {
-  const { config, dataDir } = testStack({
-    listen: ["imap", "imaps"],
-    prefix: "mailstack-imap-",
-    ...(opts.dataDir ? { dataDir: opts.dataDir } : {}),
-    ...(opts.trustedNetworks ? { trustedNetworks: opts.trustedNetworks } : {}),
-    ...(opts.limits ? { limits: opts.limits } : {}),
-  });
-  const delivery = new MaildirDelivery(dataDir);
-  let stopped = true;
-  const env: ImapEnv = {
-    config,
-    dataDir,
-    service: undefined as unknown as RunningService,
-    port: 0,
-    tlsPort: 0,
-    ca: "",
-    caFile: path.join(dataDir, "tls", "cert.pem"),
-    async deliver(user, message) {
+  const base = await startServiceEnv(startImap, ["imap", "imaps"], { prefix: "mailstack-imap-", ...opts });
+  const delivery = new MaildirDelivery(base.dataDir);
+  return Object.assign(base, {
+    async deliver(user: string, message: string | Buffer) {
       await delivery.deliverLocal([user], Buffer.isBuffer(message) ? message : Buffer.from(message));
     },
-    async restart() {
-      await env.stop();
-      await boot();
-    },
-    async stop() {
-      if (stopped) return;
-      stopped = true;
-      await env.service.close();
-    },
-    async cleanup() {
-      await env.stop();
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
-  const boot = async () => {
-    env.service = await startImap(config, { log: silentLogger });
-    stopped = false;
-    env.port = env.service.listeners.find((l) => l.name === "imap")!.port;
-    env.tlsPort = env.service.listeners.find((l) => l.name === "imaps")!.port;
-  };
-  await boot();
-  env.ca = await fs.readFile(env.caFile, "utf8");
-  return env;
+  });
 }
 
 /** A message with CRLF line ends. */

@@ -5,31 +5,16 @@
 import { execFile } from "node:child_process";
 import { promises as fs } from "node:fs";
 import * as net from "node:net";
-import * as path from "node:path";
 import * as tls from "node:tls";
-import type { MailConfig } from "../config/schema";
-import { silentLogger } from "../lib/log";
-import type { RunningService } from "../lib/service";
 import { startPop3 } from "../pop3";
 import { MaildirDelivery } from "../store/deliver";
 import { MaildirStore } from "../store/mailstore";
-import { testStack } from "./helpers/stack";
+import { type ServiceEnv, startServiceEnv } from "./helpers/stack";
 
 export const PASSWORDS: Record<string, string> = { lx: "lx-password", lei: "lei-password" };
 
-export interface Env {
-  config: MailConfig;
-  dataDir: string;
-  service: RunningService;
-  port: number;
-  tlsPort: number;
-  /** PEM of the server certificate (self-signed, kept under dataDir/tls). */
-  ca: string;
-  caFile: string;
+export interface Env extends ServiceEnv {
   deliver(user: string, message: string | Buffer): Promise<void>;
-  /** Stops and starts the server again on the same dataDir (new ports). */
-  restart(): Promise<void>;
-  stop(): Promise<void>;
 }
 
 export interface EnvOptions {
@@ -39,34 +24,19 @@ export interface EnvOptions {
 }
 
 export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
-  const { config, dataDir } = testStack({
-    listen: ["pop3", "pop3s"],
-    prefix: "mailstack-pop3-",
-    ...(opts.dataDir ? { dataDir: opts.dataDir } : {}),
-    ...(opts.trustedNetworks ? { trustedNetworks: opts.trustedNetworks } : {}),
-    ...(opts.limits ? { limits: opts.limits } : {}),
-  });
-  const delivery = new MaildirDelivery(dataDir);
-  const store = new MaildirStore(dataDir);
-  const env: Env = {
-    config,
-    dataDir,
-    service: undefined as unknown as RunningService,
-    port: 0,
-    tlsPort: 0,
-    ca: "",
-    caFile: path.join(dataDir, "tls", "cert.pem"),
-    async deliver(user, message) {
+  const base = await startServiceEnv(startPop3, ["pop3", "pop3s"], { prefix: "mailstack-pop3-", ...opts });
+  const delivery = new MaildirDelivery(base.dataDir);
+  const store = new MaildirStore(base.dataDir);
+  return Object.assign(base, {
+    async deliver(user: string, message: string | Buffer) {
       const box = await store.open(user, "INBOX");
       try {
         await box.sync();
         const before = box.messages().length;
         await delivery.deliverLocal([user], Buffer.isBuffer(message) ? message : Buffer.from(message));
-        // Let the store give it its UID now, so UIDs (and POP3 numbers) follow delivery order:
-        // files that wait together in new/ are numbered in file-name order, which is not
-        // delivery order within one second. A sync in the same clock tick as the delivery may
-        // not see the file yet (the store rescans a directory whose mtime did not move only
-        // later), hence the retries.
+        // Let the store give it its UID now, so UIDs (and POP3 numbers) follow delivery order.
+        // A sync in the same clock tick as the delivery may not see the file yet (the store
+        // rescans a directory whose mtime did not move only later), hence the retries.
         await eventually(async () => {
           await box.sync();
           return box.messages().length > before;
@@ -75,22 +45,7 @@ export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
         await box.close();
       }
     },
-    async restart() {
-      await env.service.close();
-      await boot();
-    },
-    async stop() {
-      await env.service.close();
-    },
-  };
-  const boot = async () => {
-    env.service = await startPop3(config, { log: silentLogger });
-    env.port = env.service.listeners.find((l) => l.name === "pop3")!.port;
-    env.tlsPort = env.service.listeners.find((l) => l.name === "pop3s")!.port;
-  };
-  await boot();
-  env.ca = await fs.readFile(env.caFile, "utf8");
-  return env;
+  });
 }
 
 /** A message with CRLF line ends. */
