@@ -9,19 +9,15 @@ import * as tls from "node:tls";
 import { ImapFlow, type ImapFlowOptions } from "imapflow";
 import { startImap } from "../imap";
 import { MaildirDelivery } from "../store/deliver";
-import { type ServiceEnv, startServiceEnv } from "./helpers/stack";
+import { type EnvOptions, PASSWORDS, type ServiceEnv, startServiceEnv } from "./helpers/stack";
 
-export const PASSWORDS: Record<string, string> = { lx: "lx-password", lei: "lei-password" };
+export { PASSWORDS } from "./helpers/stack";
 
 export interface ImapEnv extends ServiceEnv {
   deliver(user: string, message: string | Buffer): Promise<void>;
 }
 
-export interface ImapEnvOptions {
-  trustedNetworks?: string[];
-  limits?: Record<string, unknown>;
-  dataDir?: string;
-}
+export type ImapEnvOptions = EnvOptions;
 
 export async function startImapEnv(opts: ImapEnvOptions = {}): Promise<ImapEnv> {
   const base = await startServiceEnv(startImap, ["imap", "imaps"], { prefix: "mailstack-imap-", ...opts });

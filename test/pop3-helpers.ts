@@ -9,18 +9,12 @@ import * as tls from "node:tls";
 import { startPop3 } from "../pop3";
 import { MaildirDelivery } from "../store/deliver";
 import { MaildirStore } from "../store/mailstore";
-import { type ServiceEnv, startServiceEnv } from "./helpers/stack";
+import { type EnvOptions, PASSWORDS, type ServiceEnv, startServiceEnv } from "./helpers/stack";
 
-export const PASSWORDS: Record<string, string> = { lx: "lx-password", lei: "lei-password" };
+export { type EnvOptions, PASSWORDS } from "./helpers/stack";
 
 export interface Env extends ServiceEnv {
   deliver(user: string, message: string | Buffer): Promise<void>;
-}
-
-export interface EnvOptions {
-  trustedNetworks?: string[];
-  limits?: Record<string, unknown>;
-  dataDir?: string;
 }
 
 export async function startEnv(opts: EnvOptions = {}): Promise<Env> {

@@ -21,6 +21,12 @@ export interface TestStackOptions {
   prefix?: string;
 }
 
+/** What a protocol test may change about its stack (the listeners and name prefix are the helper's). */
+export type EnvOptions = Pick<TestStackOptions, "trustedNetworks" | "limits" | "dataDir">;
+
+/** The dev stack's passwords (stacks/Pulumi.dev.yaml stores only their hashes). */
+export const PASSWORDS: Record<string, string> = { lx: "lx-password", lei: "lei-password" };
+
 const ENDPOINTS: EndpointName[] = ["smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps", "dns"];
 
 export function testStack(opts: TestStackOptions): { config: MailConfig; dataDir: string } {
