@@ -12,9 +12,9 @@
 import { createSocket } from "node:dgram";
 import { connect } from "node:net";
 import type { Logger } from "pino";
-import { loadStack } from "../config/load";
+import { ConfigError } from "../config/errors";
+import { loadStackIsolated } from "../config/isolated";
 import type { MailConfig, ServiceName } from "../config/schema";
-import { ConfigError } from "../config/schema";
 import { createLogger } from "../lib/log";
 import type { RunningService, StartOptions, StartService } from "../lib/service";
 
@@ -65,8 +65,9 @@ class UsageError extends Error {
   }
 }
 
-function loadConfig(args: Args): MailConfig {
-  return loadStack(args.config ?? args.stack);
+/** Loads and checks the stack (in a short-lived worker, so the schema library does not stay loaded). */
+function loadConfig(args: Args): Promise<MailConfig> {
+  return loadStackIsolated(args.config ?? args.stack);
 }
 
 function isServeName(s: string | undefined): s is ServeName {
@@ -114,7 +115,7 @@ function reloadOnHangup(services: RunningService[], args: Args, log: Logger): vo
   process.on("SIGHUP", async () => {
     let next: MailConfig;
     try {
-      next = loadConfig(args);
+      next = await loadConfig(args);
     } catch (err) {
       log.error({ err: (err as Error).message }, "reload refused: config invalid, keeping the running one");
       return;
@@ -131,7 +132,7 @@ function reloadOnHangup(services: RunningService[], args: Args, log: Logger): vo
 }
 
 async function cmdStart(args: Args): Promise<void> {
-  const config = loadConfig(args);
+  const config = await loadConfig(args);
   const log = createLogger("mailstack");
   const services: RunningService[] = [];
   const shared = sharedParts(config);
@@ -152,7 +153,7 @@ async function cmdStart(args: Args): Promise<void> {
 async function cmdServe(args: Args): Promise<void> {
   const name = args.positional[1];
   if (!isServeName(name)) throw new UsageError(`serve needs one of: ${Object.keys(SERVICES).join(", ")}`);
-  const config = loadConfig(args);
+  const config = await loadConfig(args);
   const log = createLogger(name);
   const svc = await startService(name, config, log);
   log.info({ listeners: svc.listeners }, "listening");
@@ -160,8 +161,8 @@ async function cmdServe(args: Args): Promise<void> {
   reloadOnHangup([svc], args, log);
 }
 
-function cmdCheck(args: Args): void {
-  const config = loadConfig(args);
+async function cmdCheck(args: Args): Promise<void> {
+  const config = await loadConfig(args);
   const enabled = Object.entries(config.listen)
     .filter(([, e]) => e)
     .map(([n, e]) => `${n}=${e!.address}:${e!.port}`);
@@ -212,7 +213,7 @@ async function cmdHashPassword(): Promise<void> {
 async function cmdMail(args: Args): Promise<void> {
   const user = args.positional[1];
   if (!user) throw new UsageError("mail needs a user name");
-  const config = loadConfig(args);
+  const config = await loadConfig(args);
   // A user, `user@domain` or an alias (bin → the admin), as mail to that name would be delivered.
   const { Aliases } = require("../store/aliases") as typeof import("../store/aliases");
   const route = new Aliases(config).route(user.includes("@") ? user : `${user}@${config.domain}`);
@@ -247,7 +248,7 @@ async function cmdMail(args: Args): Promise<void> {
 }
 
 async function cmdQueue(args: Args): Promise<void> {
-  const config = loadConfig(args);
+  const config = await loadConfig(args);
   const q = require("../queue") as {
     listQueue(c: MailConfig): Promise<Array<Record<string, unknown>>>;
     flushQueue(c: MailConfig): Promise<number>;
@@ -272,7 +273,7 @@ async function cmdQueue(args: Args): Promise<void> {
 async function cmdHealth(args: Args): Promise<void> {
   const name = args.positional[1];
   if (!isServeName(name)) throw new UsageError("health needs smtp, pop3, imap, dns or queue");
-  const config = loadConfig(args);
+  const config = await loadConfig(args);
   if (name === "queue") {
     // The queue has no listener: healthy when its spool can be read.
     const { listQueue } = require("../queue") as { listQueue(c: MailConfig): Promise<unknown[]> };
@@ -352,7 +353,7 @@ export async function main(argv: string[]): Promise<void> {
       case "serve":
         return await cmdServe(args);
       case "check":
-        return cmdCheck(args);
+        return await cmdCheck(args);
       case "hash-password":
         return await cmdHashPassword();
       case "mail":

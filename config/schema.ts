@@ -8,8 +8,9 @@
 import { isIP } from "node:net";
 import { z } from "zod";
 import { cidrContains, parseCidr } from "../lib/cidr";
+import { ConfigError, type ConfigProblem, NAMESPACE } from "./errors";
 
-export const NAMESPACE = "mailstack";
+export { ConfigError, type ConfigProblem, NAMESPACE };
 
 // RFC 1035 host names (letters, digits, hyphens; labels ≤ 63; name ≤ 253), at least two labels.
 const HOST_RE = /^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
@@ -288,22 +289,6 @@ export const SYSTEM_ALIASES = [
   "ntp",
   "usenet",
 ] as const;
-
-export interface ConfigProblem {
-  /** Key path as written in the stack file, e.g. `mailstack:users[1].name`. */
-  path: string;
-  message: string;
-}
-
-export class ConfigError extends Error {
-  constructor(
-    readonly problems: ConfigProblem[],
-    readonly source = "stack config",
-  ) {
-    super(`invalid ${source}:\n${problems.map((p) => `  - ${p.path}: ${p.message}`).join("\n")}`);
-    this.name = "ConfigError";
-  }
-}
 
 function keyPath(path: readonly PropertyKey[]): string {
   let out = NAMESPACE;

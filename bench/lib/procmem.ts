@@ -3,7 +3,7 @@
  * the processes sharing them, the fair number for multi-process servers like Postfix and
  * Dovecot, whose children share libraries). A sampler records the peak of a process tree.
  */
-import { readdirSync, readFileSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
 
 export interface Mem {
   /** Sum of VmRSS over the processes, bytes. */
@@ -114,6 +114,54 @@ export class MemSampler {
     this.sample();
     return this.peak;
   }
+}
+
+/**
+ * The resident set of a group of processes: how many distinct physical pages they hold
+ * together, in bytes. Summing RSS counts a page shared by five processes (the node binary's
+ * code, libc) five times; PSS divides it among its sharers, some of which may be outside the
+ * group. This counts it once, which is what "the RSS of the whole stack" means when the stack is
+ * several processes. It reads the page frame numbers from /proc/<pid>/pagemap, which needs root
+ * (CAP_SYS_ADMIN); without it, null.
+ */
+export function residentUnion(pids: number[]): number | null {
+  const PAGE = 4096;
+  const frames = new Set<bigint>();
+  const buf = Buffer.alloc(8 * 4096);
+  for (const pid of pids) {
+    let smaps: string;
+    let fd: number;
+    try {
+      smaps = readFileSync(`/proc/${pid}/smaps`, "utf8");
+      fd = openSync(`/proc/${pid}/pagemap`, "r");
+    } catch {
+      continue;
+    }
+    try {
+      // Only mappings with resident pages: V8 reserves gigabytes of address space it never touches.
+      for (const block of smaps.split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/)) {
+        const m = /^([0-9a-f]+)-([0-9a-f]+) /.exec(block);
+        const rss = /\nRss:\s+(\d+) kB/.exec(block);
+        if (!m || !rss || rss[1] === "0" || block.includes("[vsyscall]")) continue;
+        const first = Number.parseInt(m[1]!, 16) / PAGE;
+        const end = Number.parseInt(m[2]!, 16) / PAGE;
+        for (let page = first; page < end; page += 4096) {
+          const n = Math.min(4096, end - page);
+          const got = readSync(fd, buf, 0, n * 8, page * 8) / 8;
+          for (let i = 0; i < got; i++) {
+            const entry = buf.readBigUInt64LE(i * 8);
+            if (entry >> 63n === 0n) continue; // not present (swapped or never touched)
+            const pfn = entry & ((1n << 55n) - 1n);
+            if (pfn === 0n) return null; // PFNs hidden: not root
+            frames.add(pfn);
+          }
+        }
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return frames.size * PAGE;
 }
 
 export const MB = 1024 * 1024;
