@@ -30,10 +30,10 @@ const REF_FOR: Record<ServiceName, string> = { smtp: "postfix", queue: "postfix 
 const ORDER: ServiceName[] = ["dns", "smtp", "queue", "pop3", "imap"];
 /**
  * "Idle" is measured once a process has been idle for a while: V8's memory reducer gives back
- * the young generation and compacts the heap about 8–10 s after the last allocation burst, as
+ * the young generation and compacts the heap about 8–9 s after the last allocation burst, as
  * it does on a server that waits for clients. The references get the same wait.
  */
-const IDLE_SETTLE_MS = 15_000;
+const IDLE_SETTLE_MS = 11_000;
 
 export async function memoryScenario(ctx: Ctx): Promise<void> {
   // 1. Per service, from the scenarios that ran. mailstack: RSS of its one process. The
