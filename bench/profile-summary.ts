@@ -31,7 +31,7 @@ function label(cf: CallFrame): string {
     ? cf.url
         .replace(/^file:\/\//, "")
         .replace(/.*\/(node_modules\/)/, "$1")
-        .replace(/.*mailstack-bench\//, "")
+        .replace(/.*mailstack-bench(-\d+)?\//, "")
     : "";
   return `${cf.functionName || "(anonymous)"} ${file ? `${file}:${cf.lineNumber + 1}` : ""}`.trim();
 }
@@ -47,7 +47,7 @@ function fileOf(cf: CallFrame): string {
       .slice(0, u.slice(nm).startsWith("node_modules/@") ? 3 : 2)
       .join("/");
   if (u.startsWith("node:")) return u;
-  return u.replace(/.*mailstack-bench\//, "").replace(/.*\/work\/main\//, "");
+  return u.replace(/.*mailstack-bench(-\d+)?\//, "").replace(/.*\/work\/main\//, "");
 }
 
 export function summarise(file: string, top = 25): string {

@@ -4,11 +4,11 @@
  *
  * The containers run compiled JavaScript (Dockerfile: tsc → dist/, NODE_ENV=production). The
  * harness does the same: it transpiles the service sources once per run into
- * node_modules/.cache/mailstack-bench (no type check, like ts-node's transpile-only) and runs
+ * node_modules/.cache/mailstack-bench-<pid> (no type check, like ts-node's transpile-only) and runs
  * `node cli/main.js` from there. `--ts-node` runs the sources through ts-node instead.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, existsSync, promises as fs, openSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, promises as fs, openSync, readFileSync, rmSync } from "node:fs";
 import * as path from "node:path";
 import { type Mem, MemSampler, memOf, peakRssOf } from "./procmem";
 import { log, REPO, waitUntil, within } from "./util";
@@ -16,7 +16,15 @@ import { log, REPO, waitUntil, within } from "./util";
 export type ServiceName = "smtp" | "pop3" | "imap" | "dns" | "queue";
 
 export const NODE = path.join(REPO, "node_modules", ".bin", "node");
-export const BUILD_DIR = path.join(REPO, "node_modules", ".cache", "mailstack-bench");
+/**
+ * One build directory per harness process (two runs at once must not delete each other's build),
+ * removed when the harness exits. MAILSTACK_BENCH_BUILD_DIR names a fixed one that is kept (with
+ * MAILSTACK_BENCH_NO_BUILD=1, a second run reuses it).
+ */
+export const BUILD_DIR = process.env.MAILSTACK_BENCH_BUILD_DIR
+  ? path.resolve(process.env.MAILSTACK_BENCH_BUILD_DIR)
+  : path.join(REPO, "node_modules", ".cache", `mailstack-bench-${process.pid}`);
+if (!process.env.MAILSTACK_BENCH_BUILD_DIR) process.once("exit", () => rmSync(BUILD_DIR, { recursive: true, force: true }));
 const SOURCE_DIRS = ["cli", "config", "lib", "store", "smtp", "pop3", "imap", "dns", "queue"];
 
 const START_EXPORT: Record<ServiceName, string> = {
