@@ -50,7 +50,8 @@ export function checkArgs(spec: CommandSpec, cmd: ParsedCommand): ArgCheck {
     if (cmd.rest !== "") values[only.name] = cmd.rest;
     return { ok: true, values };
   }
-  const required = spec.args.filter((a) => !a.optional).length;
+  let required = 0;
+  for (const a of spec.args) if (!a.optional) required++;
   if (cmd.args.length < required) return { ok: false, error: `Missing argument: ${spec.args[cmd.args.length]!.name}.` };
   if (cmd.args.length > spec.args.length)
     return { ok: false, error: spec.args.length === 0 ? `${spec.name} takes no arguments.` : "Too many arguments." };

@@ -15,6 +15,8 @@ import { err } from "./wire";
 
 /** How long a TLS handshake (pop3s or after STLS) may take. */
 const HANDSHAKE_TIMEOUT_MS = 30_000;
+/** What write() returns when the kernel took the data at once (most writes): no promise per write. */
+const DONE: Promise<void> = Promise.resolve();
 
 class SocketTransport implements SessionTransport {
   readonly remoteAddress: string;
@@ -51,24 +53,26 @@ class SocketTransport implements SessionTransport {
 
   write(data: string | Buffer): Promise<void> {
     const socket = this.socket;
-    if (socket.destroyed || !socket.writable) return Promise.resolve();
+    if (socket.destroyed || !socket.writable) return DONE;
+    try {
+      if (socket.write(data)) return DONE;
+    } catch {
+      return DONE;
+    }
+    // Back-pressure: wait for the kernel to take it, or for the end of the connection.
     return new Promise((resolve) => {
       const done = () => {
         socket.off("close", done);
         socket.off("drain", done);
         resolve();
       };
-      try {
-        if (socket.write(data)) resolve();
-        else {
-          // Back-pressure: wait for the kernel to take it, or for the end of the connection.
-          socket.once("drain", done);
-          socket.once("close", done);
-        }
-      } catch {
-        resolve();
-      }
+      socket.once("drain", done);
+      socket.once("close", done);
     });
+  }
+
+  get flushed(): boolean {
+    return this.socket.writableLength === 0;
   }
 
   prepareTls(): () => Promise<void> {

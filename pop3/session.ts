@@ -28,6 +28,11 @@ export interface SessionTransport {
   /** Resolves once the data is handed to the kernel (or the connection is gone). */
   write(data: string | Buffer): Promise<void>;
   /**
+   * Nothing written is waiting in user space: read right after `write()`, true means the kernel
+   * took that data at once, so its buffer may be used again.
+   */
+  readonly flushed: boolean;
+  /**
    * Stops reading plaintext at once (bytes not yet read stay in the socket for the TLS layer)
    * and returns the step that runs the handshake. RFC 2595 §4 / CVE-2011-0411.
    */
@@ -63,6 +68,22 @@ type QueueItem = LineEvent | { kind: "eof" };
 
 /** Pipelined lines queued before the socket is paused (RFC 2449 PIPELINING). */
 const MAX_QUEUED_LINES = 64;
+/**
+ * Output buffers up to this size are kept for the next response (one per session): enough for
+ * messages up to about 30 KiB (a buffer has room for the worst case, twice the message), while a
+ * session holds little memory between commands.
+ */
+const MAX_SPARE = 64 * 1024;
+
+/** A response built ahead of its command (RETR of the next message, see retrieve.ts). */
+export interface PreparedResponse {
+  readonly number: number;
+  /** The message's Maildir key when it was built: the response is used only for the same message. */
+  readonly key: string;
+  /** The buffer `data` lies in (reused once sent). */
+  readonly buffer: Buffer;
+  readonly data: Buffer;
+}
 
 let nextId = 1;
 
@@ -75,6 +96,8 @@ export class Pop3Session {
   user: string | null = null;
   mailbox: Mailbox | null = null;
   entries: MessageEntry[] = [];
+  /** A response built while the client was busy reading the previous one (retrieve.ts). */
+  prepared: PreparedResponse | null = null;
   readonly log: Logger;
 
   private readonly splitter = new LineSplitter(MAX_LINE);
@@ -85,8 +108,12 @@ export class Pop3Session {
   private saslHandler: ((line: Buffer) => Promise<void>) | null = null;
   private releaseLock: (() => Promise<void>) | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
+  /** Date.now() of the client's last activity (input, or a reply that had to wait for it). */
+  private lastActive = 0;
   private closing = false;
   private cleanup: Promise<void> | null = null;
+  /** An output buffer the kernel has taken all of, for the next response. */
+  private spare: Buffer | null = null;
 
   constructor(
     readonly services: SessionServices,
@@ -141,6 +168,11 @@ export class Pop3Session {
     return this.finish("connection closed");
   }
 
+  /** Hangs up at once (e.g. a response that cannot be completed); nothing is deleted. */
+  async abort(reason: string): Promise<void> {
+    await this.close(reason);
+  }
+
   /** Server shutdown: say so and close; nothing is deleted (no UPDATE state). */
   async shutdown(): Promise<void> {
     await this.closeWith(err("Server shutting down.", "SYS/TEMP"), "server shutdown");
@@ -153,6 +185,38 @@ export class Pop3Session {
     if (this.closing) return;
     await this.transport.write(data);
     this.touch();
+  }
+
+  /**
+   * A buffer of at least `size` bytes to build a response in: the last one sent with `sendFrom()`
+   * when the kernel took all of it at once (no allocation, no garbage per message), or a new one.
+   */
+  outputBuffer(size: number): Buffer {
+    const spare = this.spare;
+    if (spare && spare.length >= size) {
+      this.spare = null;
+      return spare;
+    }
+    return Buffer.allocUnsafeSlow(Math.max(size, 16 * 1024));
+  }
+
+  /** Sends `data`, a part of `buffer` (from `outputBuffer()`), which is reused once the kernel has it all. */
+  async sendFrom(buffer: Buffer, data: Buffer): Promise<void> {
+    if (this.closing) return;
+    const written = this.transport.write(data);
+    // Read at once: true only when write() handed everything to the kernel synchronously.
+    if (this.transport.flushed) {
+      if (buffer.length <= MAX_SPARE && (this.spare === null || this.spare.length < buffer.length)) this.spare = buffer;
+      // Gone out at once: the idle timer was restarted when the command came in.
+      return;
+    }
+    await written;
+    this.touch();
+  }
+
+  /** Client input is waiting to be handled (pipelined commands): no time for work ahead. */
+  get inputWaiting(): boolean {
+    return this.queue.length > 0;
   }
 
   /** The non-deleted message `n`, or `-ERR No such message.` (RFC 1939 §5). */
@@ -419,10 +483,24 @@ export class Pop3Session {
     if (release) await release().catch((e: Error) => this.log.warn({ err: e.message }, "unlock failed"));
   }
 
+  /**
+   * Client activity: restarts the autologout clock. Only a time is noted; the one timer, when it
+   * fires, sets itself again for what is left (no timer work per command).
+   */
   private touch(): void {
     if (this.closing) return;
-    if (this.idleTimer) clearTimeout(this.idleTimer);
-    this.idleTimer = setTimeout(() => void this.idle(), this.config.limits.idleTimeout * 1000);
+    this.lastActive = Date.now();
+    if (!this.idleTimer) this.armIdle(this.config.limits.idleTimeout * 1000);
+  }
+
+  private armIdle(ms: number): void {
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = null;
+      if (this.closing) return;
+      const left = this.lastActive + this.config.limits.idleTimeout * 1000 - Date.now();
+      if (left > 0) this.armIdle(left);
+      else void this.idle();
+    }, ms);
   }
 
   /** RFC 1939 §3: the autologout timer closes without entering UPDATE. */
@@ -452,6 +530,8 @@ export class Pop3Session {
       this.closing = true;
       this.queue = [];
       this.saslHandler = null;
+      this.prepared = null;
+      this.spare = null;
       if (this.idleTimer) clearTimeout(this.idleTimer);
       this.idleTimer = null;
       this.log.debug({ reason, state: this.state }, "disconnect");

@@ -14,10 +14,19 @@
  * `ExpungedError` (code `EXPUNGED`).
  */
 import { ExpungedError, type FolderIndex } from "./index-folder";
-import { wireSize } from "./maildir";
+import { sizesFromName, wireSize } from "./maildir";
 import type { FolderChanges, Mailbox, MessageInfo } from "./types";
 
 export { ExpungedError };
+
+/** A message's file, for readers that read it themselves (`MaildirMailbox.messageFile`). */
+export interface MessageFile {
+  path: string;
+  /** Bytes on disk from the name's S=, or null when the name lacks it. */
+  diskSize: number | null;
+  /** The name vouches for CRLF line ends only (S= equals W=). */
+  crlf: boolean;
+}
 
 function findPos(view: readonly MessageInfo[], uid: number): number {
   let lo = 0;
@@ -142,6 +151,23 @@ export class MaildirMailbox implements Mailbox {
   async read(uid: number): Promise<Buffer> {
     this.check();
     return this.index.readMessage(uid);
+  }
+
+  /**
+   * Where a message's file is now, for a reader that reads it itself (POP3 RETR streams it), or
+   * null when the message is no longer in the folder. The file moves when flags change and goes
+   * when it is expunged: on ENOENT use `read()`, which looks again. `diskSize` is S= from the
+   * name (null when the name lacks it: stat the file); `crlf` is true when the name vouches for
+   * CRLF line ends only (S= equals W=, as Dovecot and mailstack name files), so that no
+   * conversion is needed. Mail files never change once written, so what is read is the message.
+   */
+  messageFile(uid: number): MessageFile | null {
+    this.check();
+    const file = this.index.filePath(uid);
+    const info = this.index.infoOf(uid);
+    if (file === null || info === undefined) return null;
+    const { size, wireSize } = sizesFromName(info.key);
+    return { path: file, diskSize: size ?? null, crlf: size !== undefined && size === wireSize };
   }
 
   async setFlags(uids: number[], mode: "set" | "add" | "remove", flags: string[]): Promise<Map<number, string[]>> {

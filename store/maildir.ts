@@ -10,7 +10,7 @@
  * (one fsync covers every rename that happened before it started).
  */
 import { randomBytes } from "node:crypto";
-import { promises as fs } from "node:fs";
+import { existsSync, promises as fs } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { TemporaryFailure } from "./types";
@@ -61,17 +61,17 @@ export async function ensureMaildir(dir: string, isSubfolder = false): Promise<v
   if (isSubfolder) await fs.writeFile(path.join(dir, "maildirfolder"), "", { flag: "a" });
 }
 
-/** Creates a user's Maildir with the special-use folders (Drafts, Sent, Trash, Junk), subscribed. */
+/**
+ * Creates a user's Maildir with the special-use folders (Drafts, Sent, Trash, Junk), subscribed.
+ * Directory creation can take a millisecond each: the folders are made in parallel.
+ */
 export async function ensureUserMaildir(dataDir: string, user: string): Promise<string> {
   const root = maildirRoot(dataDir, user);
-  try {
-    await fs.access(path.join(root, "subscriptions"));
-    return root;
-  } catch {
-    // first use: fall through and create
-  }
+  // A synchronous check (one access() syscall): this runs on every open, and the answer is
+  // nearly always yes.
+  if (existsSync(path.join(root, "subscriptions"))) return root;
   await ensureMaildir(root);
-  for (const f of SPECIAL_FOLDERS) await ensureMaildir(path.join(root, `.${f.name}`), true);
+  await Promise.all(SPECIAL_FOLDERS.map((f) => ensureMaildir(path.join(root, `.${f.name}`), true)));
   // Several processes may create the same Maildir at once: each writes its own temporary file
   // and the first to publish wins (link fails with EEXIST for the others).
   const subs = path.join(root, "subscriptions");
@@ -117,6 +117,29 @@ export function parseFileName(file: string): { key: string; size?: number; wireS
   const out: { key: string; size?: number; wireSize?: number; flags: string } = { key: base, flags };
   if (s) out.size = Number(s[1]);
   if (w) out.wireSize = Number(w[1]);
+  return out;
+}
+
+/**
+ * S= (bytes on disk) and W= (bytes with CRLF line ends) from a Maildir base name, without regular
+ * expressions (this runs once per message read). Fields are `,S=<digits>` / `,W=<digits>`.
+ */
+export function sizesFromName(key: string): { size?: number; wireSize?: number } {
+  const out: { size?: number; wireSize?: number } = {};
+  for (let i = key.indexOf(","); i >= 0; i = key.indexOf(",", i + 1)) {
+    const tag = key.charCodeAt(i + 1);
+    if ((tag !== 0x53 && tag !== 0x57) || key.charCodeAt(i + 2) !== 0x3d) continue; // "S=" or "W="
+    let n = 0;
+    let j = i + 3;
+    for (; j < key.length; j++) {
+      const c = key.charCodeAt(j) - 0x30;
+      if (c < 0 || c > 9) break;
+      n = n * 10 + c;
+    }
+    if (j === i + 3) continue;
+    if (tag === 0x53) out.size ??= n;
+    else out.wireSize ??= n;
+  }
   return out;
 }
 

@@ -17,7 +17,7 @@
  *   `dovecot-uidlist.lock`, which Dovecot's pop3_lock_session holds for a whole session and would
  *   stall IMAP and delivery meanwhile.
  */
-import { promises as fs } from "node:fs";
+import { existsSync, promises as fs, statSync } from "node:fs";
 import * as path from "node:path";
 import { decodeMutf7, encodeMutf7 } from "../lib/mutf7";
 import { acquireIndex, flushAllIndexes, forgetIndexes, type IndexOptions } from "./index-folder";
@@ -56,8 +56,22 @@ export class MaildirStore implements MailStore {
     private readonly opts: MaildirStoreOptions = {},
   ) {}
 
+  /** The user's Maildir root, created on first use with the special-use folders. */
   private async root(user: string): Promise<string> {
     return ensureUserMaildir(this.dataDir, user);
+  }
+
+  /**
+   * The user's Maildir root with at least the INBOX in it: what POP3 (lock, INBOX) needs. The
+   * special-use folders are left to the first listing or use of another folder (and to the SMTP
+   * service, which creates every user's Maildir at start): creating them costs a first POP3
+   * login a dozen directory creations that it never uses.
+   */
+  private async inboxRoot(user: string): Promise<string> {
+    const root = maildirRoot(this.dataDir, user);
+    if (!(existsSync(path.join(root, "cur")) && existsSync(path.join(root, "new")) && existsSync(path.join(root, "tmp"))))
+      await ensureMaildir(root);
+    return root;
   }
 
   /** Directory of a folder, or null when the name is not allowed. */
@@ -67,17 +81,18 @@ export class MaildirStore implements MailStore {
     return folderDir(root, encodeMutf7(n));
   }
 
+  /** Whether a folder exists (its cur/). A synchronous stat: one syscall, no thread-pool trip. */
   private async exists(dir: string): Promise<boolean> {
     try {
-      return (await fs.stat(path.join(dir, "cur"))).isDirectory();
+      return statSync(path.join(dir, "cur"), { throwIfNoEntry: false })?.isDirectory() ?? false;
     } catch {
       return false;
     }
   }
 
   async open(user: string, folder = "INBOX"): Promise<Mailbox> {
-    const root = await this.root(user);
     const name = normalise(folder);
+    const root = name === "INBOX" ? await this.inboxRoot(user) : await this.root(user);
     const dir = this.dirOf(root, name);
     if (dir === null || !(await this.exists(dir))) throw new NoSuchFolderError(folder);
     let index: Awaited<ReturnType<typeof acquireIndex>>;
@@ -199,7 +214,7 @@ export class MaildirStore implements MailStore {
   }
 
   async lockMaildrop(user: string): Promise<(() => Promise<void>) | null> {
-    const root = await this.root(user);
+    const root = await this.inboxRoot(user);
     return tryHoldLock(path.join(root, POP3_LOCK_FILE));
   }
 

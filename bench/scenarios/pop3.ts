@@ -3,14 +3,20 @@
  * 1,000-message maildrop, then QUIT without deleting. mailstack's POP3 service against Dovecot's
  * pop3d over the same files (hard-linked into each server's Maildir). The first session is
  * reported on its own (the servers build their UID lists and indexes), then the median of three.
+ *
+ * One client process measures both servers, mailstack first. Its own code (a JIT-compiled
+ * line reader) would be cold for mailstack's sessions and warm for Dovecot's, so before either
+ * server is measured the client runs the same sessions against a canned in-process responder.
  */
+import { once } from "node:events";
+import * as net from "node:net";
 import * as path from "node:path";
 import { type Ctx, onCleanup, recordReference, recordService, startService } from "../lib/context";
-import { writeFolder } from "../lib/maildir";
+import { makeMessage, writeFolder } from "../lib/maildir";
 import { type BenchUser, benchUsers, writeStackConfig } from "../lib/mailstack";
 import { Pop3Client } from "../lib/pop3-client";
 import { MemSampler, memOf } from "../lib/procmem";
-import { freePort, log, median, sleep } from "../lib/util";
+import { freePort, log, median, prng, sleep } from "../lib/util";
 import { DovecotInstance } from "../refs/dovecot";
 import { gidOf, uidOf } from "../refs/postfix";
 
@@ -39,6 +45,50 @@ async function session(port: number, user: BenchUser): Promise<Session> {
   }
 }
 
+/**
+ * A POP3 responder with canned answers (no files, no checks), in this process: only for warming
+ * up the client. Messages are made like the benchmark's (1–8 KiB, CRLF).
+ */
+async function cannedServer(count: number): Promise<net.Server> {
+  const rnd = prng(7);
+  const bodies = Array.from({ length: count }, (_, i) => makeMessage(i + 1, 1024 + Math.floor(rnd() * 7169), rnd));
+  const total = bodies.reduce((n, m) => n + m.length, 0);
+  const server = net.createServer((sock) => {
+    sock.setNoDelay(true);
+    sock.on("error", () => undefined);
+    sock.write("+OK canned\r\n");
+    let pending = "";
+    sock.on("data", (d: Buffer) => {
+      pending += d.toString("latin1");
+      for (let eol = pending.indexOf("\r\n"); eol >= 0; eol = pending.indexOf("\r\n")) {
+        const [cmd = "", arg] = pending.slice(0, eol).split(" ");
+        pending = pending.slice(eol + 2);
+        if (cmd === "STAT") sock.write(`+OK ${count} ${total}\r\n`);
+        else if (cmd === "LIST") sock.write(`+OK\r\n${bodies.map((m, i) => `${i + 1} ${m.length}\r\n`).join("")}.\r\n`);
+        else if (cmd === "RETR") {
+          const m = bodies[Number(arg) - 1]!;
+          sock.write(Buffer.concat([Buffer.from(`+OK ${m.length} octets\r\n`), m, Buffer.from(".\r\n")]));
+        } else if (cmd === "QUIT") sock.end("+OK\r\n");
+        else sock.write("+OK\r\n");
+      }
+    });
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  return server;
+}
+
+/** Runs the benchmark's session against the canned responder, untimed, to compile the client. */
+async function warmUpClient(count: number, user: BenchUser, sessions: number): Promise<void> {
+  const server = await cannedServer(count);
+  try {
+    const port = (server.address() as net.AddressInfo).port;
+    for (let i = 0; i < sessions; i++) await session(port, user);
+  } finally {
+    server.close();
+  }
+}
+
 export async function pop3Scenario(ctx: Ctx): Promise<void> {
   const count = 1000;
   const users = await benchUsers(["pop"]);
@@ -61,10 +111,11 @@ export async function pop3Scenario(ctx: Ctx): Promise<void> {
     listen: { pop3: 0 },
     ...ctx.cert,
   });
+  const repeats = ctx.quick ? 2 : 3;
+  await warmUpClient(count, user, repeats + 1);
   const ms = await startService(ctx, "pop3", cfg, "pop3");
   await sleep(300);
   const msIdle = ms.mem();
-  const repeats = ctx.quick ? 2 : 3;
   log(`pop3: mailstack, ${count} messages`);
   const msFirst = await session(ms.port("pop3"), user);
   const msAgain: Session[] = [];

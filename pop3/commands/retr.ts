@@ -1,7 +1,9 @@
-/** RETR msg (RFC 1939 §5): the message as on disk, CRLF, dot-stuffed, "." terminated. */
+/**
+ * RETR msg (RFC 1939 §5): the message as on disk, CRLF, dot-stuffed, "." terminated. Reading,
+ * streaming and the read-ahead of the next message are in retrieve.ts.
+ */
 import { defineCommand } from "../command";
-import { dotStuff, ok } from "../wire";
-import { readMessage } from "./read";
+import { prepareNext, retrieve } from "../retrieve";
 
 export default defineCommand({
   name: "RETR",
@@ -9,8 +11,8 @@ export default defineCommand({
   args: [{ name: "msg", kind: "msg" }],
   async run(s, args) {
     const e = s.message(Number(args.msg));
-    const data = await readMessage(s, e);
-    e.retrieved = true;
-    await s.send(Buffer.concat([Buffer.from(ok(`${data.length} octets`)), dotStuff(data)]));
+    await retrieve(s, e);
+    // While the client reads this one, the next is made ready (clients fetch in order).
+    prepareNext(s, e.number + 1);
   },
 });

@@ -1,6 +1,6 @@
 /** TOP msg n (RFC 1939 §7): header, blank line and the first n body lines. Sets no flags. */
 import { defineCommand } from "../command";
-import { dotStuff, ok, topOf } from "../wire";
+import { encodeResponse, topOf } from "../wire";
 import { readMessage } from "./read";
 
 export default defineCommand({
@@ -12,7 +12,7 @@ export default defineCommand({
   ],
   async run(s, args) {
     const e = s.message(Number(args.msg));
-    const data = await readMessage(s, e);
-    await s.send(Buffer.concat([Buffer.from(ok("")), dotStuff(topOf(data, Number(args.lines)))]));
+    const data = await readMessage(s, e); // CRLF line ends already
+    await s.send(encodeResponse(topOf(data, Number(args.lines)), false, () => ""));
   },
 });
