@@ -3,17 +3,18 @@
  *
  *   node_modules/.bin/node -r ts-node/register/transpile-only bench/store-bigfolder.ts [N]
  *
- * Measures: first open (no dovecot-uidlist, no index: readdir, stat, UIDs assigned), a second
+ * Measures: first open (no dovecot-uidlist, no index: readdir, UIDs assigned), a second
  * open in the same process (shared index), sync() with nothing changed, sync() after one
- * delivery, setFlags / append / expunge of one message, and an open in a new process (index
- * file loaded, no rescan). Prints one line per step; nothing is asserted.
+ * delivery, setFlags / append / expunge of one message, INTERNALDATE of every message (stat on
+ * first use), cached() misses and hits, and an open in a new process (index file loaded, no
+ * rescan). Prints one line per step; nothing is asserted.
  */
 import { spawnSync } from "node:child_process";
 import { promises as fs } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { MaildirDelivery } from "../store/deliver";
-import { flushAllIndexes } from "../store/index-folder";
+import { flushAllIndexes, forgetIndexes } from "../store/index-folder";
 import { maildirRoot, uniqueName } from "../store/maildir";
 import { MaildirStore } from "../store/mailstore";
 
@@ -68,8 +69,9 @@ async function main(): Promise<void> {
   try {
     console.log(`${n} messages in ${dataDir}`);
     await timed("create the Maildir (setup)", () => populate(dataDir, n));
+    forgetIndexes(dataDir); // the populating open's (empty) index: start as a new process would
     const store = new MaildirStore(dataDir);
-    const a = await timed("first open (scan, stat, assign UIDs)", () => store.open("big"));
+    const a = await timed("first open (scan, assign UIDs; no stat)", () => store.open("big"));
     console.log(`  ${a.messages().length} messages`);
     const b = await timed("second open, same process (shared index)", () => store.open("big"));
     await timed("sync(), nothing changed", () => a.sync());
@@ -85,8 +87,21 @@ async function main(): Promise<void> {
     await timed("sync() after own changes", () => a.sync());
     await new Promise((r) => setTimeout(r, 2100));
     await timed("sync() after the 2 s re-check window", () => a.sync());
+    await timed("INTERNALDATE of all (one stat each, first use)", async () => {
+      let t = 0;
+      for (const m of a.messages()) t += m.internalDate.getTime();
+      return t;
+    });
+    await timed("INTERNALDATE of all (again, known)", async () => {
+      let t = 0;
+      for (const m of a.messages()) t += m.internalDate.getTime();
+      return t;
+    });
     await timed("cached() miss on all (compute + queue)", async () => {
       for (const m of a.messages()) await a.cached(m.uid, "size2", async () => m.size * 2);
+    });
+    await timed("cached() hit on all", async () => {
+      for (const m of a.messages()) await a.cached(m.uid, "size2", async () => 0);
     });
     await a.close();
     await b.close();

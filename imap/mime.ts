@@ -8,8 +8,8 @@
  * `Mailbox.cached()`, so a folder is parsed once.
  */
 
-import { Splitter } from "@zone-eu/mailsplit";
 import addressparser from "nodemailer/lib/addressparser";
+import { mailsplit } from "./lazy";
 
 /** One MIME entity. Offsets are absolute positions in the message (CRLF form). */
 export interface MimeNode {
@@ -65,7 +65,7 @@ function simpleEntity(message: Buffer): MimeNode | null {
 }
 
 /** Offset just after the blank line that ends the header, or null when there is none. */
-function headerEnd(message: Buffer): number | null {
+export function headerEnd(message: Buffer): number | null {
   if (message[0] === 0x0a) return 1;
   if (message[0] === 0x0d && message[1] === 0x0a) return 2;
   const crlf = message.indexOf("\r\n\r\n");
@@ -99,7 +99,10 @@ async function parseEntity(message: Buffer, start: number, end: number, depth: n
   let failed = false;
 
   await new Promise<void>((resolve) => {
-    const splitter = new Splitter({ ignoreEmbedded: true, maxHeadSize: 2 * 1024 * 1024 }) as unknown as NodeJS.EventEmitter & {
+    const splitter = new (mailsplit().Splitter)({
+      ignoreEmbedded: true,
+      maxHeadSize: 2 * 1024 * 1024,
+    }) as unknown as NodeJS.EventEmitter & {
       end(b: Buffer): void;
     };
     splitter.on("data", (d: { type: string; value?: Buffer } & Partial<SplitNode>) => {
@@ -439,7 +442,7 @@ function envelopeOf(header: Buffer): Json {
   ];
 }
 
-function addresses(value: string | null): Json {
+export function addresses(value: string | null): Json {
   if (value === null || value.trim() === "") return null;
   let parsed: Array<{ name: string; address?: string; group?: Array<{ name: string; address?: string; group?: unknown }> }>;
   try {

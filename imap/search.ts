@@ -1,16 +1,20 @@
 /**
  * SEARCH keys (RFC 3501 §6.4.4, RFC 9051 §6.4.4; MODSEQ from RFC 7162 §3.1.5; OLDER/YOUNGER
- * from RFC 5032): parsed into a tree, then evaluated per message. Keys that need only the index
- * (flags, sizes, dates, UIDs, modseqs) never touch the message files; header and text keys read
- * the message, cheapest keys first.
+ * from RFC 5032): parsed into a tree, then evaluated per message, cheapest keys first:
+ *
+ * - index keys (flags, sizes, dates, UIDs, modseqs) never touch the message files;
+ * - SUBJECT/FROM/TO/CC/BCC and SENT* use the message's search fields (search-fields.ts), made
+ *   once from its header and then kept in the folder cache;
+ * - HEADER reads the header only; BODY and TEXT read the whole message.
  */
-import libmime from "libmime";
-import { simpleParser } from "mailparser";
+
 import type { MessageInfo } from "../store/types";
 import { ImapError } from "./command";
 import { parseDate } from "./compiler";
-import { decodeText, type HeaderField, type Json, parseHeader } from "./mime";
+import { libmime, mailparser } from "./lazy";
+import { decodeText, type HeaderField, parseHeader } from "./mime";
 import { type AtomToken, isAtom, type Token, tokenBytes, tokenText } from "./parser";
+import { FIELD, fieldContains, sentDay } from "./search-fields";
 import { parseSeqSet, type Range } from "./seqset";
 
 export type SearchKey =
@@ -27,7 +31,7 @@ export type SearchKey =
   | { op: "date"; sent: boolean; cmp: "before" | "on" | "since"; day: number }
   | { op: "age"; older: boolean; seconds: number }
   | { op: "header"; name: string; value: string }
-  /** SUBJECT/FROM/TO/CC/BCC: answered from the cached ENVELOPE (no file read once cached). */
+  /** SUBJECT/FROM/TO/CC/BCC: answered from the search fields (`value` lower-cased). */
   | { op: "envelope"; field: "subject" | "from" | "to" | "cc" | "bcc"; value: string }
   | { op: "body"; value: string }
   | { op: "text"; value: string }
@@ -37,8 +41,10 @@ export interface SearchProgram {
   key: SearchKey;
   /** The program uses MODSEQ (the response then carries the highest modseq, RFC 7162 §3.1.5). */
   usesModseq: boolean;
-  /** Needs message contents. */
+  /** Needs more than the index: search fields or message contents. */
   needsContent: boolean;
+  /** Needs the message itself (HEADER, BODY, TEXT), not only the search fields. */
+  needsMessage: boolean;
 }
 
 const FLAG_KEYS: Record<string, [string, boolean]> = {
@@ -60,6 +66,7 @@ class KeyReader {
   i = 0;
   usesModseq = false;
   needsContent = false;
+  needsMessage = false;
   constructor(
     private readonly tokens: Token[],
     private readonly decode: (b: Buffer) => string,
@@ -106,6 +113,7 @@ class KeyReader {
       while (sub.more()) keys.push(sub.key(depth + 1));
       this.usesModseq ||= sub.usesModseq;
       this.needsContent ||= sub.needsContent;
+      this.needsMessage ||= sub.needsMessage;
       return keys.length === 1 ? keys[0]! : { op: "and", keys };
     }
     if (t.type !== "atom" || (t as AtomToken).section) throw new ImapError("BAD", "SEARCH: invalid search key");
@@ -116,8 +124,11 @@ class KeyReader {
     if (header) {
       this.needsContent = true;
       const value = this.str(name);
-      if (value === "") return { op: "header", name: header, value };
-      return { op: "envelope", field: header as "subject", value };
+      if (value === "") {
+        this.needsMessage = true;
+        return { op: "header", name: header, value };
+      }
+      return { op: "envelope", field: header as "subject", value: value.toLowerCase() };
     }
     switch (name) {
       case "ALL":
@@ -152,14 +163,14 @@ class KeyReader {
         return { op: "smaller", n: this.num("size") };
       case "HEADER": {
         const field = this.str("header field name").toLowerCase();
-        this.needsContent = true;
+        this.needsContent = this.needsMessage = true;
         return { op: "header", name: field, value: this.str("header value") };
       }
       case "BODY":
-        this.needsContent = true;
+        this.needsContent = this.needsMessage = true;
         return { op: "body", value: this.str("text") };
       case "TEXT":
-        this.needsContent = true;
+        this.needsContent = this.needsMessage = true;
         return { op: "text", value: this.str("text") };
       case "NOT":
         return { op: "not", key: this.key(depth + 1) };
@@ -209,6 +220,7 @@ export function parseSearch(tokens: Token[], charset: string): SearchProgram {
     key: keys.length === 1 ? keys[0]! : { op: "and", keys },
     usesModseq: reader.usesModseq,
     needsContent: reader.needsContent,
+    needsMessage: reader.needsMessage,
   };
 }
 
@@ -222,41 +234,15 @@ export interface Candidate {
 export interface SearchContext {
   inSeqSet(set: Range[] | "$", seq: number, uid: number): boolean;
   inUidSet(set: Range[] | "$", uid: number): boolean;
+  /** The whole message (CRLF). */
   load(uid: number): Promise<Buffer>;
-  /** The message's ENVELOPE (from the MIME cache). */
-  envelope(uid: number): Promise<Json>;
+  /** The message's header block (CRLF). */
+  loadHeader(uid: number): Promise<Buffer>;
+  /** The message's search fields (search-fields.ts), cached. */
+  fields(uid: number): Promise<string>;
+  /** The search fields when already cached, without waiting (undefined: use `fields`). */
+  peekFields?(uid: number): string | undefined;
   now: number;
-}
-
-const ENVELOPE_INDEX = { subject: 1, from: 2, to: 5, cc: 6, bcc: 7 } as const;
-
-/** Envelope field as searchable text: decoded subject, or `Name <mailbox@host>, ...`. */
-export function envelopeText(env: Json, field: keyof typeof ENVELOPE_INDEX): string {
-  if (!Array.isArray(env)) return "";
-  const v = env[ENVELOPE_INDEX[field]];
-  if (v === null || v === undefined) return "";
-  if (typeof v === "string") return decodeWords(v);
-  if (!Array.isArray(v)) return "";
-  const parts: string[] = [];
-  for (const a of v) {
-    if (!Array.isArray(a)) continue;
-    const [name, , mailbox, host] = a as [string | null, unknown, string | null, string | null];
-    if (host === null) {
-      if (mailbox) parts.push(`${mailbox}:`);
-      continue;
-    }
-    const addr = `${mailbox ?? ""}@${host}`;
-    parts.push(name ? `${decodeWords(name)} <${addr}>` : addr);
-  }
-  return parts.join(", ");
-}
-
-function decodeWords(s: string): string {
-  try {
-    return libmime.decodeWords(s);
-  } catch {
-    return s;
-  }
 }
 
 const DAY = 86400000;
@@ -273,6 +259,24 @@ function hasFlag(info: MessageInfo, flag: string): boolean {
   const f = flag.toLowerCase();
   for (let i = 0; i < flags.length; i++) if (flags[i]!.toLowerCase() === f) return true;
   return false;
+}
+
+/** Whether a key depends on flags only (then it has one answer per distinct flag list). */
+export function flagsOnly(key: SearchKey): boolean {
+  switch (key.op) {
+    case "all":
+    case "none":
+    case "flag":
+      return true;
+    case "not":
+      return flagsOnly(key.key);
+    case "and":
+      return key.keys.every(flagsOnly);
+    case "or":
+      return flagsOnly(key.a) && flagsOnly(key.b);
+    default:
+      return false;
+  }
 }
 
 /** Index-only evaluation; undefined when the key needs the message contents. */
@@ -335,8 +339,9 @@ function compareDay(day: number, cmp: "before" | "on" | "since", target: number)
 }
 
 interface Loaded {
-  raw: Buffer;
   header: HeaderField[];
+  /** The whole message, once a key needed it. */
+  raw: Buffer | null;
   decodedHeaders?: Map<string, string[]>;
   text?: string;
 }
@@ -347,7 +352,7 @@ function decodedHeader(l: Loaded, name: string): string[] {
     for (const f of l.header) {
       let v = f.value;
       try {
-        v = libmime.decodeWords(v);
+        v = libmime().decodeWords(v);
       } catch {
         // keep raw
       }
@@ -359,13 +364,13 @@ function decodedHeader(l: Loaded, name: string): string[] {
   return l.decodedHeaders.get(name) ?? [];
 }
 
-async function bodyText(l: Loaded): Promise<string> {
+async function bodyText(raw: Buffer, l: Loaded): Promise<string> {
   if (l.text === undefined) {
     try {
-      const parsed = await simpleParser(l.raw, { skipHtmlToText: false, skipTextToHtml: true, skipImageLinks: true });
+      const parsed = await mailparser().simpleParser(raw, { skipHtmlToText: false, skipTextToHtml: true, skipImageLinks: true });
       l.text = [parsed.text ?? "", typeof parsed.html === "string" ? parsed.html.replace(/<[^>]*>/g, " ") : ""].join("\n");
     } catch {
-      l.text = decodeText(l.raw);
+      l.text = decodeText(raw);
     }
   }
   return l.text;
@@ -376,69 +381,139 @@ function contains(haystack: string, needle: string): boolean {
   return haystack.toLowerCase().includes(needle.toLowerCase());
 }
 
-async function evalFull(key: SearchKey, c: Candidate, ctx: SearchContext, get: () => Promise<Loaded>): Promise<boolean> {
+/** Evaluation with the search fields at hand: every key but HEADER, BODY and TEXT. */
+function evalFields(key: SearchKey, c: Candidate, ctx: SearchContext, record: string): boolean {
+  switch (key.op) {
+    case "envelope":
+      return fieldContains(record, FIELD[key.field], key.value);
+    case "date": {
+      if (!key.sent) return evalCheap(key, c, ctx) === true;
+      // Sent date: the Date: header's own calendar day (RFC 3501: "disregarding time and timezone").
+      const day = sentDay(record);
+      return day !== null && compareDay(day, key.cmp, key.day);
+    }
+    case "not":
+      return !evalFields(key.key, c, ctx, record);
+    case "and":
+      for (const k of key.keys) if (!evalFields(k, c, ctx, record)) return false;
+      return true;
+    case "or":
+      return evalFields(key.a, c, ctx, record) || evalFields(key.b, c, ctx, record);
+    default:
+      return evalCheap(key, c, ctx) === true;
+  }
+}
+
+/** Loads what keys need, once per message. */
+class MessageLoader {
+  private loaded: Loaded | null = null;
+  private record: string | undefined;
+
+  constructor(
+    private readonly uid: number,
+    private readonly ctx: SearchContext,
+  ) {}
+
+  async fields(): Promise<string> {
+    this.record ??= await this.ctx.fields(this.uid);
+    return this.record;
+  }
+
+  async header(): Promise<Loaded> {
+    this.loaded ??= { header: parseHeader(await this.ctx.loadHeader(this.uid)), raw: null };
+    return this.loaded;
+  }
+
+  async full(): Promise<{ raw: Buffer; l: Loaded }> {
+    if (!this.loaded?.raw) {
+      const raw = await this.ctx.load(this.uid);
+      if (this.loaded) this.loaded.raw = raw;
+      else {
+        const end = raw.indexOf("\r\n\r\n");
+        this.loaded = { header: parseHeader(end < 0 ? raw : raw.subarray(0, end + 4)), raw };
+      }
+    }
+    return { raw: this.loaded.raw!, l: this.loaded };
+  }
+}
+
+async function evalFull(key: SearchKey, c: Candidate, ctx: SearchContext, m: MessageLoader): Promise<boolean> {
   const cheap = evalCheap(key, c, ctx);
   if (cheap !== undefined) return cheap;
   switch (key.op) {
-    case "envelope": {
-      const env = await ctx.envelope(c.info.uid);
-      return contains(envelopeText(env, key.field), key.value);
-    }
+    case "envelope":
+    case "date":
+      return evalFields(key, c, ctx, await m.fields());
     case "header": {
-      const l = await get();
-      const values = decodedHeader(l, key.name);
+      const values = decodedHeader(await m.header(), key.name);
       if (key.value === "") return values.length > 0;
       return values.some((v) => contains(v, key.value));
     }
     case "body": {
-      const l = await get();
-      return contains(await bodyText(l), key.value);
+      const { raw, l } = await m.full();
+      return contains(await bodyText(raw, l), key.value);
     }
     case "text": {
-      const l = await get();
+      const { raw, l } = await m.full();
       if (l.header.some((f) => contains(f.value, key.value))) return true;
       for (const name of new Set(l.header.map((f) => f.name))) if (decodedHeader(l, name).some((v) => contains(v, key.value))) return true;
-      return contains(await bodyText(l), key.value);
-    }
-    case "date": {
-      // Sent date: the Date: header's own calendar day (RFC 3501: "disregarding time and timezone").
-      const l = await get();
-      const d = decodedHeader(l, "date")[0];
-      const day = d === undefined ? null : headerDay(d);
-      if (day === null) return false;
-      return compareDay(day, key.cmp, key.day);
+      return contains(await bodyText(raw, l), key.value);
     }
     case "not":
-      return !(await evalFull(key.key, c, ctx, get));
+      return !(await evalFull(key.key, c, ctx, m));
     case "and":
       // cheap keys were already checked by evalCheap; run the rest in order
-      for (const k of key.keys) if (!(await evalFull(k, c, ctx, get))) return false;
+      for (const k of key.keys) if (!(await evalFull(k, c, ctx, m))) return false;
       return true;
     case "or":
-      return (await evalFull(key.a, c, ctx, get)) || (await evalFull(key.b, c, ctx, get));
+      return (await evalFull(key.a, c, ctx, m)) || (await evalFull(key.b, c, ctx, m));
     default:
       return false;
   }
 }
 
-const MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
-
-export function headerDay(value: string): number | null {
-  const m = /(\d{1,2})\s+([A-Za-z]{3})[a-z]*\s+(\d{2,4})/.exec(value);
-  if (m) {
-    const mon = MONTHS.indexOf(m[2]!.toLowerCase());
-    let year = Number(m[3]);
-    if (year < 50) year += 2000;
-    else if (year < 100) year += 1900;
-    if (mon >= 0) return Date.UTC(year, mon, Number(m[1]));
+/** Lets other sessions run during a long search: yields to the event loop every ~20 ms. */
+class Yielder {
+  private last = Date.now();
+  private n = 0;
+  async maybe(): Promise<void> {
+    if ((++this.n & 127) !== 0 || Date.now() - this.last < 20) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.last = Date.now();
   }
-  const t = Date.parse(value);
-  return Number.isNaN(t) ? null : Math.floor(t / DAY) * DAY;
+}
+
+function isExpunged(err: unknown): boolean {
+  return (err as { code?: string }).code === "EXPUNGED";
 }
 
 /** Evaluates a program over candidates; returns those that match, in order. */
 export async function runSearch(program: SearchProgram, candidates: Iterable<Candidate>, ctx: SearchContext): Promise<Candidate[]> {
   const out: Candidate[] = [];
+  const yielder = new Yielder();
+  if (!program.needsMessage) {
+    // Search fields only: one message at a time (they come from memory, or from a short
+    // synchronous read of the header), evaluated synchronously once at hand.
+    for (const c of candidates) {
+      const cheap = evalCheap(program.key, c, ctx);
+      if (cheap !== undefined) {
+        if (cheap) out.push(c);
+        continue;
+      }
+      let record = ctx.peekFields?.(c.info.uid);
+      if (record === undefined) {
+        try {
+          record = await ctx.fields(c.info.uid);
+        } catch (err) {
+          if (isExpunged(err)) continue;
+          throw err;
+        }
+      }
+      if (evalFields(program.key, c, ctx, record)) out.push(c);
+      await yielder.maybe();
+    }
+    return out;
+  }
   // Messages whose answer needs contents are evaluated a few at a time (reads overlap).
   let pending: Array<{ c: Candidate; p: Promise<boolean> }> = [];
   const drain = async () => {
@@ -447,6 +522,7 @@ export async function runSearch(program: SearchProgram, candidates: Iterable<Can
       if (results[i]) out.push(x.c);
     });
     pending = [];
+    await yielder.maybe();
   };
   for (const c of candidates) {
     const cheap = evalCheap(program.key, c, ctx);
@@ -463,19 +539,10 @@ export async function runSearch(program: SearchProgram, candidates: Iterable<Can
 }
 
 async function evalOne(program: SearchProgram, c: Candidate, ctx: SearchContext): Promise<boolean> {
-  let loaded: Loaded | null = null;
-  const get = async () => {
-    if (!loaded) {
-      const raw = await ctx.load(c.info.uid);
-      const end = raw.indexOf("\r\n\r\n");
-      loaded = { raw, header: parseHeader(end < 0 ? raw : raw.subarray(0, end + 4)) };
-    }
-    return loaded;
-  };
   try {
-    return await evalFull(program.key, c, ctx, get);
+    return await evalFull(program.key, c, ctx, new MessageLoader(c.info.uid, ctx));
   } catch (err) {
-    if ((err as { code?: string }).code === "EXPUNGED") return false;
+    if (isExpunged(err)) return false;
     throw err;
   }
 }

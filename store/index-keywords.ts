@@ -6,7 +6,7 @@
  * dotlock and written atomically.
  */
 import { randomBytes } from "node:crypto";
-import { promises as fs } from "node:fs";
+import { promises as fs, statSync } from "node:fs";
 import * as path from "node:path";
 import { withDotlock } from "./lock";
 
@@ -19,6 +19,8 @@ export class Keywords {
   private byLower = new Map<string, number>();
   private mtimeNs = -1n;
   private size = -1;
+  /** Goes up whenever the letter → keyword map may have changed (for callers that memoise on it). */
+  version = 0;
 
   constructor(dir: string) {
     this.file = path.join(dir, KEYWORDS_FILE);
@@ -31,8 +33,10 @@ export class Keywords {
   async refresh(): Promise<void> {
     let st: import("node:fs").BigIntStats;
     try {
-      st = await fs.stat(this.file, { bigint: true });
+      // Synchronous: a stat is a few µs, a thread-pool round trip more (this runs per change).
+      st = statSync(this.file, { bigint: true });
     } catch {
+      if (this.mtimeNs !== -1n || this.names.length > 0) this.version++;
       this.names = [];
       this.byLower = new Map();
       this.mtimeNs = -1n;
@@ -54,6 +58,7 @@ export class Keywords {
     this.byLower = byLower;
     this.mtimeNs = st.mtimeNs;
     this.size = Number(st.size);
+    this.version++;
   }
 
   /** IMAP keyword for an info letter a–z, if known. */
@@ -83,6 +88,7 @@ export class Keywords {
           if (i >= MAX) break;
           this.names[i] = k;
           this.byLower.set(k.toLowerCase(), i);
+          this.version++;
           changed = true;
         }
         if (!changed) return;

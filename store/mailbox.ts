@@ -235,6 +235,15 @@ export class MaildirMailbox implements Mailbox {
     };
   }
 
+  async readHeader(uid: number): Promise<Buffer> {
+    this.check();
+    return this.index.readHeader(uid);
+  }
+
+  peekCached(uid: number, field: string): unknown {
+    return this.closed ? undefined : this.index.peekCached(uid, field);
+  }
+
   async cached<T>(uid: number, field: string, compute: () => Promise<T>): Promise<T> {
     this.check();
     if (this.index.infoOf(uid) === undefined) throw new ExpungedError(uid);

@@ -61,6 +61,10 @@ export interface Mailbox {
    * here so a big folder is never re-parsed). `compute` runs on a miss; its result must be JSON.
    */
   cached<T>(uid: number, field: string, compute: () => Promise<T>): Promise<T>;
+  /** The header block only (up to and including the blank line), CRLF: SEARCH on header fields. */
+  readHeader?(uid: number): Promise<Buffer>;
+  /** What `cached` holds for this field, without computing it (undefined on a miss). */
+  peekCached?(uid: number, field: string): unknown;
   close(): Promise<void>;
 }
 

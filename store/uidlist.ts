@@ -13,6 +13,10 @@
  * other change, a torn tail or many dead records make a full rewrite: tmp file, fsync, rename,
  * fsync the folder directory. Readers re-read only the appended tail when the file grew in place.
  *
+ * In memory the records are two arrays (names, UIDs) in the order they came, and a name → record
+ * map made only when a look-up needs one (`Records`): assigning a big folder's first UIDs makes
+ * no map and no object per record.
+ *
  * Full disk (ENOSPC/EDQUOT on the lock, the append or the rewrite): as Dovecot does, UIDs are
  * assigned in memory anyway, continuing from the list's next UID, so the messages can be served;
  * the in-memory changes are written by the next locked update whose writes succeed (a full
@@ -24,7 +28,7 @@
  * Sessions of this process keep the UIDs they were shown until the folder is opened anew.
  */
 import { randomBytes } from "node:crypto";
-import { promises as fs } from "node:fs";
+import { promises as fs, statSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import * as path from "node:path";
 import { isNoSpace, withDotlock } from "./lock";
@@ -64,8 +68,9 @@ export class UidList {
   guid = "";
   /** Header fields other than V, N, G, kept on rewrite. */
   private headerExtra: string[] = [];
-  /** key → record (the only authority; `records` may hold dead entries until `compact`). */
-  private byKey = new Map<string, UidRecord>();
+  /** key → UID, the list's content; extension fields (rare) apart. */
+  private byKey = new Records();
+  private exts = new Map<string, string>();
   private sig: FileSig | null = null;
   private fh: FileHandle | null = null;
   /** Bytes of the file parsed (up to and including the last complete line). */
@@ -76,7 +81,7 @@ export class UidList {
   /** Records on disk whose keys we removed (rewrite when there are many). */
   private deadOnDisk = 0;
   /** Full disk: records assigned in memory only, and keys removed in memory only. */
-  private pending: UidRecord[] = [];
+  private pending: { uid: number; key: string }[] = [];
   private pendingRemoved = new Set<string>();
   /** Memory is ahead of the file (a write failed for lack of space): rewrite at the next update. */
   private unsaved = false;
@@ -99,11 +104,17 @@ export class UidList {
   }
 
   uidOf(key: string): number | undefined {
-    return this.byKey.get(key)?.uid;
+    return this.byKey.get(key);
   }
 
   record(key: string): UidRecord | undefined {
-    return this.byKey.get(key);
+    const uid = this.byKey.get(key);
+    return uid === undefined ? undefined : { uid, key, ext: this.exts.get(key) ?? "" };
+  }
+
+  /** A record's extension fields as written (e.g. `W1234`), or "". */
+  extOf(key: string): string {
+    return this.exts.size === 0 ? "" : (this.exts.get(key) ?? "");
   }
 
   keys(): IterableIterator<string> {
@@ -117,7 +128,7 @@ export class UidList {
   recordsAbove(uid: number): UidRecord[] {
     if (this.maxUid <= uid) return [];
     const out: UidRecord[] = [];
-    for (const r of this.byKey.values()) if (r.uid > uid) out.push(r);
+    for (const [key, u] of this.byKey.entries()) if (u > uid) out.push({ uid: u, key, ext: this.exts.get(key) ?? "" });
     return out;
   }
 
@@ -129,7 +140,8 @@ export class UidList {
   async refresh(): Promise<boolean> {
     let st: import("node:fs").BigIntStats;
     try {
-      st = await fs.stat(this.file, { bigint: true });
+      // Synchronous: a stat is a few µs, a thread-pool round trip more (this runs per scan).
+      st = statSync(this.file, { bigint: true });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
       // Never written (disk full since): what we have in memory is all there is.
@@ -185,7 +197,8 @@ export class UidList {
     this.nextUid = 1;
     this.guid = "";
     this.headerExtra = [];
-    this.byKey = new Map();
+    this.byKey = new Records();
+    this.exts = new Map();
     this.sig = null;
     this.parsed = 0;
     this.cleanTail = true;
@@ -200,33 +213,43 @@ export class UidList {
    */
   private reconcile(): void {
     if (!this.unsaved) return;
-    for (const k of this.pendingRemoved) if (this.byKey.delete(k)) this.deadOnDisk++;
+    for (const k of this.pendingRemoved) if (this.forget(k)) this.deadOnDisk++;
     if (this.pending.length === 0) return;
-    const mine = new Set(this.pending);
+    const mine = new Map<string, number>();
     let min = Number.MAX_SAFE_INTEGER;
-    for (const r of this.pending) min = Math.min(min, r.uid);
+    for (const r of this.pending) {
+      mine.set(r.key, r.uid);
+      min = Math.min(min, r.uid);
+    }
     const taken = new Map<number, string>();
-    for (const rec of this.recordsAbove(min - 1)) if (!mine.has(rec)) taken.set(rec.uid, rec.key);
-    const keep: UidRecord[] = [];
+    for (const [key, uid] of this.byKey.entries()) if (uid >= min && mine.get(key) !== uid) taken.set(uid, key);
+    const keep: { uid: number; key: string }[] = [];
     for (const r of this.pending) {
       // Never hand out again a UID we have shown.
       if (r.uid >= this.nextUid) this.nextUid = r.uid + 1;
       if (r.uid > this.maxUid) this.maxUid = r.uid;
       const d = this.byKey.get(r.key);
-      if (d && d !== r) {
-        if (d.uid !== r.uid) debug(`${this.file}: ${r.key} got UID ${d.uid} elsewhere while ours (${r.uid}) was in memory only`);
+      if (d !== undefined && d !== r.uid) {
+        debug(`${this.file}: ${r.key} got UID ${d} elsewhere while ours (${r.uid}) was in memory only`);
         continue;
       }
       const other = taken.get(r.uid);
       if (other !== undefined) {
-        if (d === r) this.byKey.delete(r.key);
+        if (d === r.uid) this.forget(r.key);
         debug(`${this.file}: UID ${r.uid} went to ${other} elsewhere while ours (${r.key}) was in memory only`);
         continue;
       }
-      this.byKey.set(r.key, r);
+      this.byKey.set(r.key, r.uid);
       keep.push(r);
     }
     this.pending = keep;
+  }
+
+  /** Drops a key's record; whether it had one. */
+  private forget(key: string): boolean {
+    if (!this.byKey.delete(key)) return false;
+    if (this.exts.size > 0) this.exts.delete(key);
+    return true;
   }
 
   private parseAll(data: Buffer): void {
@@ -258,10 +281,11 @@ export class UidList {
       this.cleanTail = false;
       return;
     }
-    this.parseRecords(data.subarray(nl + 1), nl + 1, version === "1");
+    this.parseRecords(data.subarray(nl + 1), nl + 1, version === "1", true);
   }
 
-  private parseRecords(buf: Buffer, base: number, v1 = false): void {
+  /** Parses record lines; `whole`: the list was empty before (the whole file is being read). */
+  private parseRecords(buf: Buffer, base: number, v1 = false, whole = false): void {
     const lastNl = buf.lastIndexOf(0x0a);
     const complete = lastNl >= 0 ? buf.subarray(0, lastNl + 1) : buf.subarray(0, 0);
     this.parsed = base + complete.length;
@@ -289,9 +313,16 @@ export class UidList {
       }
       if (!name) continue;
       const key = baseKey(name);
-      const prev = this.byKey.get(key);
-      if (prev && prev.uid >= uid) continue;
-      this.byKey.set(key, { uid, key, ext });
+      // (A whole file is read without look-ups: a name listed twice is settled, the higher UID
+      // winning, when the first look-up needs the map.)
+      if (whole) this.byKey.addUnchecked(key, uid);
+      else {
+        const prev = this.byKey.get(key);
+        if (prev !== undefined && prev >= uid) continue;
+        this.byKey.set(key, uid);
+      }
+      if (ext) this.exts.set(key, ext);
+      else if (this.exts.size > 0) this.exts.delete(key);
       if (uid >= this.nextUid) this.nextUid = uid + 1;
       if (uid > this.maxUid) this.maxUid = uid;
     }
@@ -343,7 +374,7 @@ export class UidList {
 
   /** A write failed for lack of space: keep the transaction's changes in memory only. */
   private keepInMemory(tx: UidListTx): void {
-    this.pending.push(...tx.appended);
+    for (let i = 0; i < tx.appendedKeys.length; i++) this.pending.push({ uid: tx.appendedUids[i]!, key: tx.appendedKeys[i]! });
     for (const k of tx.removedKeys) this.pendingRemoved.add(k);
     this.unsaved = true;
     debug(`${this.file}: disk full, ${this.pending.length} record(s) kept in memory`);
@@ -351,24 +382,27 @@ export class UidList {
 
   /** @internal */
   assign(tx: UidListTx, key: string): number {
-    const existing = this.byKey.get(key);
-    if (existing) {
+    if (this.forget(key)) {
       // Reassign (the message must look new: its old UID went missing somewhere).
-      this.byKey.delete(key);
       this.deadOnDisk++;
       tx.needRewrite = true;
     }
+    return this.assignNew(tx, key);
+  }
+
+  /** @internal Like assign, for a key the caller knows has no record. */
+  assignNew(tx: UidListTx, key: string): number {
     const uid = this.nextUid++;
     if (uid > this.maxUid) this.maxUid = uid;
-    const rec: UidRecord = { uid, key, ext: "" };
-    this.byKey.set(key, rec);
-    tx.appended.push(rec);
+    this.byKey.add(key, uid);
+    tx.appendedKeys.push(key);
+    tx.appendedUids.push(uid);
     return uid;
   }
 
   /** @internal */
   remove(tx: UidListTx, key: string): boolean {
-    if (!this.byKey.delete(key)) return false;
+    if (!this.forget(key)) return false;
     this.deadOnDisk++;
     tx.removed++;
     tx.removedKeys.push(key);
@@ -381,8 +415,9 @@ export class UidList {
       await this.rewrite();
       return;
     }
-    if (tx.appended.length === 0) return;
-    const lines = tx.appended.map((r) => `${r.uid} ${r.ext ? `${r.ext} ` : ""}:${r.key}\n`).join("");
+    if (tx.appendedKeys.length === 0) return;
+    let lines = "";
+    for (let i = 0; i < tx.appendedKeys.length; i++) lines += `${tx.appendedUids[i]} :${tx.appendedKeys[i]}\n`;
     const buf = Buffer.from(lines);
     const fh = await fs.open(this.file, "a");
     try {
@@ -411,17 +446,42 @@ export class UidList {
   }
 
   private async rewrite(): Promise<void> {
-    const recs = [...this.byKey.values()].sort((a, b) => a.uid - b.uid);
-    const last = recs[recs.length - 1];
-    if (last && last.uid >= this.nextUid) this.nextUid = last.uid + 1;
+    // Records ascending by UID: the order they were added in (the usual case), else sorted.
+    const recs = this.byKey;
+    const order = recs.inUidOrder();
+    const n = order ? order.length : recs.length;
+    for (let k = n - 1; k >= 0; k--) {
+      const uid = recs.uidAt(order ? order[k]! : k);
+      if (uid === 0) continue;
+      if (uid >= this.nextUid) this.nextUid = uid + 1;
+      break;
+    }
     const header = [`3`, `V${this.uidValidity}`, `N${this.nextUid}`, `G${this.guid}`, ...this.headerExtra].join(" ");
     const parts: string[] = [`${header}\n`];
-    for (const r of recs) parts.push(`${r.uid} ${r.ext ? `${r.ext} ` : ""}:${r.key}\n`);
+    let chunk = "";
+    for (let k = 0; k < n; k++) {
+      const i = order ? order[k]! : k;
+      const uid = recs.uidAt(i);
+      if (uid === 0) continue;
+      const key = recs.nameAt(i);
+      const ext = this.exts.size > 0 ? this.exts.get(key) : undefined;
+      chunk += ext ? `${uid} ${ext} :${key}\n` : `${uid} :${key}\n`;
+      if (chunk.length > 65536) {
+        parts.push(chunk);
+        chunk = "";
+      }
+    }
+    parts.push(chunk);
     const data = Buffer.from(parts.join(""));
     const tmp = `${this.file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
     const fh = await fs.open(tmp, "w+", 0o600);
     try {
-      await fh.writeFile(data);
+      // One write() call (writeFile would make one thread-pool round trip per 512 KiB).
+      for (let off = 0; off < data.length; ) {
+        const { bytesWritten } = await fh.write(data, off, data.length - off, off);
+        if (bytesWritten === 0) throw Object.assign(new Error(`short write to ${tmp}`), { code: "ENOSPC" as const });
+        off += bytesWritten;
+      }
       await fh.sync();
       await fs.rename(tmp, this.file);
     } catch (err) {
@@ -438,12 +498,156 @@ export class UidList {
     this.cleanTail = true;
     this.exists = true;
     this.deadOnDisk = 0;
+    this.byKey.compact();
+  }
+}
+
+/**
+ * The list's records: names and UIDs in the order they were added (a removed one leaves a hole
+ * until the next rewrite), and a name → position map made when a look-up first needs it (a
+ * folder's first scan adds 100,000s of records and looks none up). Plain arrays and numbers,
+ * not an object per record.
+ */
+class Records {
+  private readonly names: string[] = [];
+  private readonly uids: number[] = [];
+  private live = 0;
+  private holes = 0;
+  private map: Map<string, number> | null = null;
+  /** Records were added unchecked: a name may be listed twice until positions() settles it. */
+  private unsettled = false;
+
+  private positions(): Map<string, number> {
+    if (this.map === null) {
+      this.unsettled = false;
+      const m = new Map<string, number>();
+      for (let i = 0; i < this.names.length; i++) {
+        const uid = this.uids[i]!;
+        if (uid === 0) continue;
+        const name = this.names[i]!;
+        const prev = m.get(name);
+        if (prev !== undefined) {
+          // Listed twice: the higher UID wins.
+          const loser = this.uids[prev]! >= uid ? i : prev;
+          this.hole(loser);
+          if (loser === i) continue;
+        }
+        m.set(name, i);
+      }
+      this.map = m;
+    }
+    return this.map;
+  }
+
+  private hole(i: number): void {
+    this.uids[i] = 0;
+    this.live--;
+    this.holes++;
+  }
+
+  get size(): number {
+    if (this.unsettled) this.positions(); // settles names listed twice
+    return this.live;
+  }
+
+  get(name: string): number | undefined {
+    const p = this.positions().get(name);
+    return p === undefined ? undefined : this.uids[p];
+  }
+
+  /** Adds a record for a name that has none (the caller knows). */
+  add(name: string, uid: number): void {
+    const p = this.names.length;
+    this.names.push(name);
+    this.uids.push(uid);
+    this.live++;
+    this.map?.set(name, p);
+  }
+
+  /** Adds while reading a whole file (see positions()). */
+  addUnchecked(name: string, uid: number): void {
+    this.names.push(name);
+    this.uids.push(uid);
+    this.live++;
+    this.map = null;
+    this.unsettled = true;
+  }
+
+  set(name: string, uid: number): void {
+    const p = this.positions().get(name);
+    if (p !== undefined) this.hole(p);
+    this.add(name, uid);
+  }
+
+  delete(name: string): boolean {
+    const m = this.positions();
+    const p = m.get(name);
+    if (p === undefined) return false;
+    this.hole(p);
+    m.delete(name);
+    return true;
+  }
+
+  *entries(): IterableIterator<[string, number]> {
+    if (this.unsettled) this.positions();
+    for (let i = 0; i < this.names.length; i++) if (this.uids[i] !== 0) yield [this.names[i]!, this.uids[i]!];
+  }
+
+  *keys(): IterableIterator<string> {
+    for (const [name] of this.entries()) yield name;
+  }
+
+  /** Positions of the live records in UID order (usually the order they were added in). */
+  inUidOrder(): number[] | null {
+    if (this.unsettled) this.positions();
+    let prev = 0;
+    for (let i = 0; i < this.names.length; i++) {
+      const uid = this.uids[i]!;
+      if (uid === 0) continue;
+      if (uid < prev) {
+        const order: number[] = [];
+        for (let j = 0; j < this.names.length; j++) if (this.uids[j] !== 0) order.push(j);
+        return order.sort((a, b) => this.uids[a]! - this.uids[b]!);
+      }
+      prev = uid;
+    }
+    return null;
+  }
+
+  nameAt(i: number): string {
+    return this.names[i]!;
+  }
+
+  uidAt(i: number): number {
+    return this.uids[i]!;
+  }
+
+  get length(): number {
+    return this.names.length;
+  }
+
+  /** Drops the holes (after a rewrite, when there are many). */
+  compact(): void {
+    if (this.holes * 4 < this.names.length) return;
+    let o = 0;
+    for (let i = 0; i < this.names.length; i++) {
+      if (this.uids[i] === 0) continue;
+      this.names[o] = this.names[i]!;
+      this.uids[o] = this.uids[i]!;
+      o++;
+    }
+    this.names.length = o;
+    this.uids.length = o;
+    this.holes = 0;
+    this.map = null;
   }
 }
 
 /** The changes one locked update makes. */
 export class UidListTx {
-  readonly appended: UidRecord[] = [];
+  /** Records given out in this transaction: keys and their UIDs. */
+  readonly appendedKeys: string[] = [];
+  readonly appendedUids: number[] = [];
   readonly removedKeys: string[] = [];
   removed = 0;
   needRewrite = false;
@@ -465,6 +669,16 @@ export class UidListTx {
   /** Gives `key` the next UID (a new one even if it had one). */
   assign(key: string): number {
     return this.list.assign(this, key);
+  }
+
+  /** Gives `key`, which has no record (the caller just looked), the next UID. */
+  assignNew(key: string): number {
+    return this.list.assignNew(this, key);
+  }
+
+  /** Number of records in the list. */
+  get size(): number {
+    return this.list.size;
   }
 
   remove(key: string): boolean {

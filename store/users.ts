@@ -3,6 +3,7 @@
  * user is checked against a dummy hash of the same kind, and every failure waits the same delay,
  * so the answer and its timing do not tell which part was wrong.
  */
+import { availableParallelism } from "node:os";
 import { hash as argonHash, hashSync as argonHashSync, verify as argonVerify } from "@node-rs/argon2";
 import type { MailConfig } from "../config/schema";
 import { FailureThrottle } from "../lib/throttle";
@@ -19,9 +20,38 @@ export function hashPassword(password: string): Promise<string> {
   return argonHash(password, ARGON2_OPTIONS);
 }
 
+/**
+ * Each argon2id check holds its memory cost (19 MiB) while it runs. At most one per core runs at
+ * once (more would not finish sooner: the work is CPU-bound); the rest wait their turn, so a burst
+ * of logins costs a bounded amount of memory.
+ */
+const ARGON2_SLOTS = Math.max(1, availableParallelism());
+let argonRunning = 0;
+let argonPeak = 0;
+const argonWaiting: Array<() => void> = [];
+
+/** How many argon2id checks may run at once, and the most that ever did (for tests and health). */
+export function argon2Concurrency(): { slots: number; peak: number } {
+  return { slots: ARGON2_SLOTS, peak: argonPeak };
+}
+
+async function argonVerifyBounded(hash: string, password: string): Promise<boolean> {
+  if (argonRunning >= ARGON2_SLOTS) await new Promise<void>((resolve) => argonWaiting.push(resolve));
+  else argonRunning++;
+  argonPeak = Math.max(argonPeak, argonRunning);
+  try {
+    return await argonVerify(hash, password);
+  } finally {
+    // Hand the slot straight to the next waiter, or give it back.
+    const next = argonWaiting.shift();
+    if (next) next();
+    else argonRunning--;
+  }
+}
+
 export async function verifyPassword(password: string, hash: string): Promise<boolean> {
   try {
-    if (hash.startsWith("$argon2")) return await argonVerify(hash, password);
+    if (hash.startsWith("$argon2")) return await argonVerifyBounded(hash, password);
     if (/^(\{SHA512-CRYPT\})?\$6\$/.test(hash)) return verifySha512Crypt(password, hash);
   } catch {
     return false;

@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { promises as fs, mkdtempSync, readdirSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import * as path from "node:path";
 import fc from "fast-check";
 import { loadStack } from "../config/load";
@@ -20,7 +20,7 @@ import {
 } from "../store/maildir";
 import { sha512Crypt, verifySha512Crypt } from "../store/sha512crypt";
 import { TemporaryFailure } from "../store/types";
-import { hashPassword, UserDb, verifyPassword } from "../store/users";
+import { argon2Concurrency, hashPassword, UserDb, verifyPassword } from "../store/users";
 
 const tmp = () => mkdtempSync(path.join(tmpdir(), "mailstack-store-"));
 
@@ -228,6 +228,22 @@ describe("passwords", () => {
     expect(sha512Crypt("secret", crypt)).toBe(crypt);
     expect(await verifyPassword("secret", `{SHA512-CRYPT}${crypt}`)).toBe(true);
     expect(verifySha512Crypt("Secret", crypt)).toBe(false);
+  });
+
+  it("runs at most one argon2id check per core at once, and every queued check gets its own answer", async () => {
+    const a = await hashPassword("alpha");
+    const b = await hashPassword("beta");
+    const checks = Array.from({ length: 12 }, (_, i) => {
+      const [hash, right] = i % 2 ? [b, "beta"] : [a, "alpha"];
+      const password = i % 3 === 0 ? "wrong" : right;
+      return verifyPassword(password, hash).then((ok) => ({ ok, expected: password !== "wrong" }));
+    });
+    const results = await Promise.all(checks);
+    expect(results.map((r) => r.ok)).toEqual(results.map((r) => r.expected));
+    const { slots, peak } = argon2Concurrency();
+    expect(slots).toBe(availableParallelism());
+    expect(peak).toBeLessThanOrEqual(slots);
+    expect(peak).toBeGreaterThanOrEqual(1);
   });
 
   it("gives the same answer for an unknown user as for a wrong password, and throttles", async () => {

@@ -7,14 +7,63 @@
 import type { MessageInfo } from "../../store/types";
 import { bad, type CommandSpec, type Result, SELECTED } from "../command";
 import { str, type Value } from "../compiler";
-import { mimeTree } from "../fetch";
+import { peekCached, readHeader } from "../mailbox-extras";
 import { isAtom, type Token, tokenText } from "../parser";
-import { type Candidate, evalCheap, parseSearch, runSearch } from "../search";
+import { type Candidate, evalCheap, flagsOnly, parseSearch, runSearch, type SearchContext, type SearchKey } from "../search";
+import { SEARCH_FIELDS_CACHE, searchFields } from "../search-fields";
 import { formatSeqSet, type Range, resolveSeq, uidMatcher } from "../seqset";
 import type { Session } from "../session";
+import { findByUid, type SelectedView } from "../view";
 
 function membership(ranges: Range[], max: number): (n: number) => boolean {
   return uidMatcher(ranges, max);
+}
+
+/**
+ * Keys on flags alone (UNSEEN, FLAGGED, NOT DELETED, ...): one answer per distinct flag list,
+ * which the store shares between messages, so the loop only compares references.
+ */
+function searchByFlags(
+  sel: SelectedView,
+  msgs: readonly MessageInfo[],
+  key: SearchKey,
+  ctx: SearchContext,
+  byUid: boolean,
+): { numbers: number[]; savedUids: number[] } {
+  const uids = sel.uids;
+  const numbers: number[] = [];
+  const savedUids = byUid ? numbers : [];
+  const memo = new Map<readonly string[], boolean>();
+  const c: Candidate = { seq: 0, info: undefined as unknown as MessageInfo };
+  let lastFlags: readonly string[] | null = null;
+  let last = false;
+  for (let i = 0; i < uids.length; i++) {
+    const uid = uids[i]!;
+    let info = msgs[i];
+    if (info === undefined || info.uid !== uid) {
+      info = findByUid(msgs, uid);
+      if (info === undefined) continue;
+    }
+    const flags = info.flags;
+    if (flags !== lastFlags) {
+      lastFlags = flags;
+      let r = memo.get(flags);
+      if (r === undefined) {
+        c.seq = i + 1;
+        c.info = info;
+        r = evalCheap(key, c, ctx) === true;
+        memo.set(flags, r);
+      }
+      last = r;
+    }
+    if (!last) continue;
+    if (byUid) numbers.push(uid);
+    else {
+      numbers.push(i + 1);
+      savedUids.push(uid);
+    }
+  }
+  return { numbers, savedUids };
 }
 
 async function runSearchCommand(s: Session, args: Token[], tag: string, byUid: boolean): Promise<Result> {
@@ -49,7 +98,9 @@ async function runSearchCommand(s: Session, args: Token[], tag: string, byUid: b
   const maxUid = sel.maxUid;
   const saved = new Set(s.savedSearch);
   const seqCache = new Map<Range[], (n: number) => boolean>();
-  const ctx = {
+  const mailbox = sel.mailbox;
+  const peek = peekCached(mailbox);
+  const ctx: SearchContext = {
     now: Date.now(),
     inSeqSet(set: Range[] | "$", _seq: number, uid: number) {
       if (set === "$") return saved.has(uid);
@@ -70,13 +121,17 @@ async function runSearchCommand(s: Session, args: Token[], tag: string, byUid: b
       }
       return m(uid);
     },
-    load: (uid: number) => sel.mailbox.read(uid),
-    envelope: async (uid: number) => (await mimeTree(sel, uid)).envelope ?? null,
+    load: (uid: number) => mailbox.read(uid),
+    loadHeader: (uid: number) => readHeader(mailbox, uid),
+    fields: (uid: number) => mailbox.cached(uid, SEARCH_FIELDS_CACHE, async () => searchFields(await readHeader(mailbox, uid))),
+    ...(peek ? { peekFields: (uid: number) => peek(uid, SEARCH_FIELDS_CACHE) as string | undefined } : {}),
   };
   let numbers: number[];
   let savedUids: number[];
   let highest = 0n;
-  if (!program.needsContent) {
+  if (!program.needsContent && flagsOnly(program.key) && !program.usesModseq) {
+    ({ numbers, savedUids } = searchByFlags(sel, msgs, program.key, ctx, byUid));
+  } else if (!program.needsContent) {
     // Index-only keys: one synchronous loop over the view, no per-message objects.
     numbers = [];
     savedUids = byUid ? numbers : [];
