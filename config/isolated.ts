@@ -12,9 +12,7 @@ import { Worker } from "node:worker_threads";
 import { ConfigError, type ConfigProblem } from "./errors";
 import type { MailConfig } from "./schema";
 
-type Reply =
-  | { ok: true; config: MailConfig }
-  | { ok: false; message: string; problems?: ConfigProblem[]; source?: string };
+type Reply = { ok: true; config: MailConfig } | { ok: false; message: string; problems?: ConfigProblem[]; source?: string };
 
 const WORKER = `
 const { parentPort, workerData } = require("node:worker_threads");
