@@ -176,13 +176,13 @@ export function parseMessage(buf: Buffer): Parsed {
 }
 
 /**
- * The query a message that `fastParse` accepted carries, without a second decode: fastParse has
+ * The query a message that `scanQuery` accepted carries, without a second decode: scanQuery has
  * checked the whole message (one uncompressed question, nothing else but a well-formed OPT, no
  * trailing bytes). Null if the question name is not valid after all (then use parseMessage).
  */
-export function queryFromFast(buf: Buffer, fq: FastQuery): Query | null {
+export function queryFromScan(buf: Buffer, scan: QueryScan): Query | null {
   const q = readQuestion(buf);
-  if (!q || q.end !== fq.qEnd) return null;
+  if (!q || q.end !== scan.qEnd) return null;
   return {
     id: buf.readUInt16BE(0),
     opcode: 0,
@@ -192,63 +192,110 @@ export function queryFromFast(buf: Buffer, fq: FastQuery): Query | null {
     cd: (buf[3]! & 0x10) !== 0,
     qdcount: 1,
     question: q.question,
-    edns: fq.edns,
+    edns: scan.udpSize < 0 ? null : { udpSize: scan.udpSize, version: scan.version, dnssecOk: scan.dnssecOk },
     authoritySerial: null,
   };
 }
 
 /**
- * The fast path's strict reader: a plain query with exactly one question, no answer or authority
- * records and at most an OPT, with nothing left over. Returns the parts the response cache is
- * keyed on, or null (then the full parser decides).
+ * What the fast path's strict reader found in a plain query. One object is reused for every
+ * datagram (see `scanQuery`), so reading a query allocates nothing.
  */
-export interface FastQuery {
+export interface QueryScan {
   /** Offset just past the question. */
   qEnd: number;
-  /** Lower-cased question name in wire form, then type and class: the cache key's stem. */
-  key: string;
-  edns: Edns | null;
+  /**
+   * FNV-1a of the question (name with its ASCII letters lower-cased, type, class): the answer
+   * cache's key stem. Equal for spellings that differ in case only (RFC 4343).
+   */
+  hash: number;
+  /** The OPT record's payload size, or -1 without one. */
+  udpSize: number;
+  /** EDNS version and the DO bit (0 and false without an OPT record). */
+  version: number;
+  dnssecOk: boolean;
 }
-export function fastParse(buf: Buffer): FastQuery | null {
+
+export function newQueryScan(): QueryScan {
+  return { qEnd: 0, hash: 0, udpSize: -1, version: 0, dnssecOk: false };
+}
+
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
+
+/**
+ * The fast path's strict reader: a plain query with exactly one question, no answer or authority
+ * records and at most an OPT, with nothing left over. Fills `out` and returns true, or returns
+ * false (then the full parser decides).
+ */
+export function scanQuery(buf: Buffer, out: QueryScan): boolean {
   const len = buf.length;
-  if (len < HEADER + 5 || len > 512) return null;
-  if ((buf[2]! & 0xf8) !== 0) return null; // QR=0, opcode QUERY
-  if (buf[4] !== 0 || buf[5] !== 1 || buf[6] !== 0 || buf[7] !== 0 || buf[8] !== 0 || buf[9] !== 0 || buf[10] !== 0) return null;
+  if (len < HEADER + 5 || len > 512) return false;
+  if ((buf[2]! & 0xf8) !== 0) return false; // QR=0, opcode QUERY
+  if (buf[4] !== 0 || buf[5] !== 1 || buf[6] !== 0 || buf[7] !== 0 || buf[8] !== 0 || buf[9] !== 0 || buf[10] !== 0) return false;
   const ar = buf[11]!;
-  if (ar > 1) return null;
+  if (ar > 1) return false;
   let pos = HEADER;
+  let h = FNV_OFFSET;
   for (;;) {
-    if (pos >= len) return null;
+    if (pos >= len) return false;
     const l = buf[pos]!;
     if (l === 0) break;
-    if (l > 63 || pos + 1 + l >= len || pos - HEADER + l + 2 > 255) return null;
-    pos += 1 + l;
+    if (l > 63 || pos + 1 + l >= len || pos - HEADER + l + 2 > 255) return false;
+    // Length octets are below 64, so folding only A-Z leaves them alone.
+    h = Math.imul(h ^ l, FNV_PRIME);
+    const end = pos + 1 + l;
+    for (let i = pos + 1; i < end; i++) {
+      const c = buf[i]!;
+      h = Math.imul(h ^ (c >= 0x41 && c <= 0x5a ? c | 0x20 : c), FNV_PRIME);
+    }
+    pos = end;
   }
-  // Length octets are below 64 and so untouched by lower-casing; other octets above 0x7f may be
-  // folded too, which is harmless: no zone name of ours has them, and the answer's copy of the
-  // question is the query's own bytes.
-  let key = buf.toString("latin1", HEADER, pos).toLowerCase();
   pos++;
-  if (pos + 4 > len) return null;
+  if (pos + 4 > len) return false;
   const qEnd = pos + 4;
-  key += `|${buf.readUInt16BE(pos)}|${buf.readUInt16BE(pos + 2)}`;
-  if (ar === 0) return qEnd === len ? { qEnd, key, edns: null } : null;
+  for (let i = pos; i < qEnd; i++) h = Math.imul(h ^ buf[i]!, FNV_PRIME);
+  out.qEnd = qEnd;
+  out.hash = h;
+  if (ar === 0) {
+    out.udpSize = -1;
+    out.version = 0;
+    out.dnssecOk = false;
+    return qEnd === len;
+  }
   // OPT: root name, type 41, class = payload size, ttl = ext-rcode/version/flags, rdlength, options.
-  if (qEnd + 11 > len || buf[qEnd] !== 0 || buf.readUInt16BE(qEnd + 1) !== TYPE.OPT) return null;
+  if (qEnd + 11 > len || buf[qEnd] !== 0 || buf.readUInt16BE(qEnd + 1) !== TYPE.OPT) return false;
   const rdlen = buf.readUInt16BE(qEnd + 9);
-  if (qEnd + 11 + rdlen !== len) return null;
+  if (qEnd + 11 + rdlen !== len) return false;
   // Options must be well-formed too (code, length, data), so a bad one takes the full parser.
   let o = qEnd + 11;
   while (o < len) {
-    if (o + 4 > len) return null;
+    if (o + 4 > len) return false;
     o += 4 + buf.readUInt16BE(o + 2);
   }
-  if (o !== len) return null;
-  return {
-    qEnd,
-    key,
-    edns: { udpSize: buf.readUInt16BE(qEnd + 3), version: buf[qEnd + 6]!, dnssecOk: (buf[qEnd + 7]! & 0x80) !== 0 },
-  };
+  if (o !== len) return false;
+  out.udpSize = buf.readUInt16BE(qEnd + 3);
+  out.version = buf[qEnd + 6]!;
+  out.dnssecOk = (buf[qEnd + 7]! & 0x80) !== 0;
+  return true;
+}
+
+/**
+ * Whether two messages carry the same question at offset 12 (each ending at `end`), the name's
+ * ASCII letters compared without case: 0 if not, 1 if byte for byte, 2 if only the case differs.
+ */
+export function sameQuestion(a: Buffer, b: Buffer, end: number): 0 | 1 | 2 {
+  let r: 1 | 2 = 1;
+  const nameEnd = end - 4;
+  for (let i = HEADER; i < nameEnd; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (x === y) continue;
+    if ((x | 0x20) !== (y | 0x20) || (x | 0x20) < 0x61 || (x | 0x20) > 0x7a) return 0;
+    r = 2;
+  }
+  for (let i = nameEnd; i < end; i++) if (a[i] !== b[i]) return 0;
+  return r;
 }
 
 // ---------------------------------------------------------------------------------------------

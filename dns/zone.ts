@@ -24,7 +24,8 @@
  */
 import { createHash } from "node:crypto";
 import { isIP } from "node:net";
-import { ConfigError, type ConfigProblem, type MailConfig, NAMESPACE } from "../config/schema";
+import { ConfigError, type ConfigProblem, NAMESPACE } from "../config/errors";
+import type { MailConfig } from "../config/schema";
 import { cidrContains, parseCidr } from "../lib/cidr";
 import { checkName, isInZone, normalizeName, reverseName, reverseZoneName } from "./names";
 

@@ -41,7 +41,8 @@ test("BIND transfers our zones with AXFR, and follows a change through NOTIFY", 
   const cfg = (records: unknown[] = [], port = 0) =>
     devConfig(dataDir, { listen: { dns: port }, dns: { secondaries: [`127.0.0.1:${bindPort}`], records } });
 
-  ours = await startDns(cfg(), { log: silentLogger, notifyRetryMs: 200, notifyAttempts: 2 });
+  // Two UDP threads: BIND's acknowledgements may reach the worker thread's socket, which passes them on.
+  ours = await startDns(cfg(), { log: silentLogger, notifyRetryMs: 200, notifyAttempts: 2, udpThreads: 2 });
   const ourPort = ours.listeners[0]!.port;
   const zones = ours.zones().map((z) => z.origin);
   const zoneConf = zones
@@ -74,6 +75,7 @@ test("BIND transfers our zones with AXFR, and follows a change through NOTIFY", 
     log: silentLogger,
     notifyRetryMs: 500,
     notifyAttempts: 4,
+    udpThreads: 2,
   });
   const second = serialOf(ours, "lx.com");
   expect(second).toBe(first + 1);

@@ -8,6 +8,10 @@
  * - `upstream`: the sohu stack, authoritative for sohu.com;
  * - `resolver`: the dev stack trusting 127.0.0.0/8 and forwarding to `upstream`;
  * - `limited`: rate limit 5/s with loopback untrusted, and at most 2 TCP connections per client.
+ *
+ * `main`, `resolver` and `limited` answer UDP from two threads (the main thread and a worker,
+ * dns/threads.ts), whatever the default on this machine, so every test here also runs through a
+ * worker thread's engine, forwarding and rate limiting included; `upstream` has the default.
  */
 import * as dgram from "node:dgram";
 import * as net from "node:net";
@@ -16,7 +20,7 @@ import * as dnsPacket from "dns-packet";
 import fc from "fast-check";
 import { type DnsService, startDns } from "../dns";
 import { silentLogger } from "../lib/log";
-import { type DigResult, devConfig, dig, tempDir } from "./dns/helpers";
+import { type DigResult, devConfig, dig, freePort, tempDir } from "./dns/helpers";
 
 const tmp = tempDir();
 let main: DnsService;
@@ -45,6 +49,7 @@ beforeAll(async () => {
     {
       log: silentLogger,
       tcpIdleTimeoutMs: 1000,
+      udpThreads: 2,
     },
   );
   P = main.listeners[0]!.port;
@@ -56,12 +61,13 @@ beforeAll(async () => {
       trustedNetworks: ["127.0.0.0/8"],
       dns: { upstream: [`127.0.0.1:${upstream.listeners[0]!.port}`] },
     }),
-    { log: silentLogger },
+    { log: silentLogger, udpThreads: 2 },
   );
   limited = await startDns(
     devConfig(path.join(tmp.dir, "lim"), { trustedNetworks: ["10.0.0.0/8"], limits: { connectionsPerClient: 2 }, dns: { rateLimit: 5 } }),
     {
       log: silentLogger,
+      udpThreads: 2,
     },
   );
 });
@@ -148,24 +154,28 @@ describe("answers, checked with dig", () => {
     expect(wild.answer).toEqual([{ name: "anything.wild.lx.com.", ttl: 3600, type: "A", data: "192.0.2.80" }]);
   });
 
+  // Each UDP thread has its own answer cache and the kernel picks the thread by the client's
+  // address and port: the cache tests send from one port (`from`), so one thread sees them all.
   test("names are case-insensitive, and the answer keeps the query's spelling (cache included)", async () => {
+    const from = ["-b", `127.0.0.1#${await freePort()}`];
     // An answer is cached on its second miss: warm it with the lower-case spelling.
-    await dig(P, ["mail.lx.com", "A"]);
-    await dig(P, ["mail.lx.com", "A"]);
+    await dig(P, [...from, "mail.lx.com", "A"]);
+    await dig(P, [...from, "mail.lx.com", "A"]);
     const hits = main.stats.cacheHits;
-    const r = await dig(P, ["MaIl.Lx.CoM", "A"]);
+    const r = await dig(P, [...from, "MaIl.Lx.CoM", "A"]);
     expect(main.stats.cacheHits).toBe(hits + 1);
     expect(r.status).toBe("NOERROR");
     expect(r.answer).toEqual([{ name: "MaIl.Lx.CoM.", ttl: 3600, type: "A", data: "127.0.0.1" }]);
   });
 
   test("a cached answer still copies the query's RD and CD bits", async () => {
-    await dig(P, ["ns1.lx.com", "A"]);
-    await dig(P, ["ns1.lx.com", "A"]);
+    const from = ["-b", `127.0.0.1#${await freePort()}`];
+    await dig(P, [...from, "ns1.lx.com", "A"]);
+    await dig(P, [...from, "ns1.lx.com", "A"]);
     const hits = main.stats.cacheHits;
-    const norec = await dig(P, ["ns1.lx.com", "A", "+norec"]);
+    const norec = await dig(P, [...from, "ns1.lx.com", "A", "+norec"]);
     expect(norec.flags).not.toContain("rd");
-    const cd = await dig(P, ["ns1.lx.com", "A", "+cdflag"]);
+    const cd = await dig(P, [...from, "ns1.lx.com", "A", "+cdflag"]);
     expect(cd.flags).toEqual(expect.arrayContaining(["rd", "cd"]));
     expect(main.stats.cacheHits).toBe(hits + 2);
   });

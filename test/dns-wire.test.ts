@@ -9,7 +9,19 @@ import fc from "fast-check";
 import { lookup, ZoneSet } from "../dns/answer";
 import { Engine } from "../dns/engine";
 import { Forwarder } from "../dns/forward";
-import { encodeResponse, encodeTransfer, fastParse, MAX_UDP_PAYLOAD, parseMessage, RCODE, type RR, readQuestion, TYPE } from "../dns/wire";
+import {
+  encodeResponse,
+  encodeTransfer,
+  MAX_UDP_PAYLOAD,
+  newQueryScan,
+  parseMessage,
+  RCODE,
+  type RR,
+  readQuestion,
+  sameQuestion,
+  scanQuery,
+  TYPE,
+} from "../dns/wire";
 import { buildZones } from "../dns/zone";
 import { silentLogger } from "../lib/log";
 import { devConfig, tempDir } from "./dns/helpers";
@@ -238,13 +250,46 @@ describe("malformed messages", () => {
 });
 
 describe("fast path", () => {
+  const scanned = (m: Buffer) => {
+    const s = newQueryScan();
+    return scanQuery(m, s) ? s : null;
+  };
+
   test("reads ordinary queries and keys them case-insensitively", () => {
-    const a = fastParse(query("MAIL.lx.COM", "A", { edns: 1232 }))!;
-    const b = fastParse(query("mail.lx.com", "A", { edns: 1232 }))!;
+    const upper = query("MAIL.lx.COM", "A", { edns: 1232 });
+    const lower = query("mail.lx.com", "A", { edns: 1232 });
+    const a = scanned(upper)!;
+    const b = scanned(lower)!;
     expect(a).not.toBeNull();
-    expect(a.key).toBe(b.key);
-    expect(a.edns).toEqual({ udpSize: 1232, version: 0, dnssecOk: false });
-    expect(fastParse(query("mail.lx.com", "MX"))!.key).not.toBe(b.key);
+    expect(a.hash).toBe(b.hash);
+    expect(a.qEnd).toBe(12 + 13 + 4);
+    expect([a.udpSize, a.version, a.dnssecOk]).toEqual([1232, 0, false]);
+    expect(scanned(query("mail.lx.com", "MX"))!.hash).not.toBe(b.hash);
+    expect(scanned(query("mail.lx.com", "A"))!.udpSize).toBe(-1);
+    expect(sameQuestion(upper, lower, a.qEnd)).toBe(2);
+    expect(sameQuestion(lower, Buffer.from(lower), a.qEnd)).toBe(1);
+    expect(sameQuestion(lower, query("mail.lx.con", "A", { edns: 1232 }), a.qEnd)).toBe(0);
+    expect(sameQuestion(lower, query("mail.lx.com", "AAAA", { edns: 1232 }), a.qEnd)).toBe(0);
+  });
+
+  test("property: names equal but for the case of letters match; [ is not {, @ is not `", () => {
+    const chars = ["a", "B", "z", "Z", "[", "{", "@", "`", "_", "-", "0"];
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom(...chars), { minLength: 1, maxLength: 20 }), (cs) => {
+        const label = cs.join("");
+        const mk = (l: string) => query(`${l}.lx.com`, "A");
+        const a = mk(label);
+        const s = scanned(a)!;
+        const lower = mk(label.toLowerCase()); // in this alphabet toLowerCase changes A-Z only
+        expect(sameQuestion(a, lower, s.qEnd)).toBe(label === label.toLowerCase() ? 1 : 2);
+        expect(scanned(lower)!.hash).toBe(s.hash);
+        const swapped = label.replaceAll("[", "{").replaceAll("@", "`");
+        if (swapped !== label) {
+          expect(sameQuestion(a, mk(swapped), s.qEnd)).toBe(0);
+        }
+      }),
+      { numRuns: 500 },
+    );
   });
 
   test("property: whatever the fast path accepts, the full parser accepts as a query", () => {
@@ -258,7 +303,7 @@ describe("fast path", () => {
           const b = Buffer.from(seed);
           for (const [i, v] of flips) if (i < b.length) b[i] = v;
           const m = cut > 0 ? b.subarray(0, Math.max(0, b.length - cut)) : b;
-          if (fastParse(m)) expect(parseMessage(m).kind).toBe("query");
+          if (scanned(m)) expect(parseMessage(m).kind).toBe("query");
         },
       ),
       { numRuns: 3000 },

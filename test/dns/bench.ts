@@ -4,18 +4,91 @@
  *
  *   node_modules/.bin/node -r ts-node/register/transpile-only test/dns/bench.ts [seconds] [rounds]
  *
+ * Each mailstack server runs in its own process from JavaScript transpiled into
+ * node_modules/.cache/mailstack-dnsperf (as the container runs compiled JavaScript; a ts-node
+ * process would carry the TypeScript compiler's heap), with NODE_ENV=production.
+ *
  * Prints queries/s and CPU time per query (from /proc, so it holds even on a busy machine) per
- * round and server, then a JSON summary. Rounds alternate the servers so a busy machine hurts
- * both alike. DNSPERF_ARGS adds dnsperf options (e.g. "-c 4 -q 200 -t 2", the team benchmark's);
- * MIX=unique sends only fresh NXDOMAIN names (nothing cacheable).
+ * round and server, then a JSON summary with medians and each round's ratio to BIND. Rounds
+ * alternate the servers so a busy machine hurts both alike. DNSPERF_ARGS adds dnsperf options
+ * (e.g. "-c 4 -q 200 -t 2", the team benchmark's); MIX=unique sends only fresh NXDOMAIN names
+ * (nothing cacheable); THREADS=1,2 runs one mailstack server per UDP thread count (default: the
+ * server's default); BASELINE=HEAD adds a server built from that git revision's sources (read
+ * with git show; the working tree is not touched).
  */
-import { execFile } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { execFile, execFileSync, spawn } from "node:child_process";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
-import { startDns } from "../../dns";
-import { renderZone } from "../../dns/zone";
-import { silentLogger } from "../../lib/log";
+import type { MailConfig } from "../../config/schema";
+import { buildZones, renderZone } from "../../dns/zone";
 import { devConfig, freePort, namedOptions, startNamed, tempDir } from "./helpers";
+
+const REPO = path.resolve(__dirname, "..", "..");
+const NODE = path.join(REPO, "node_modules", ".bin", "node");
+const BUILD = path.join(REPO, "node_modules", ".cache", "mailstack-dnsperf");
+
+/**
+ * Transpiles what the DNS service needs (dns/, lib/, config/) to CommonJS under `into`, from the
+ * working tree or, with `rev`, from that git revision (BASELINE=HEAD compares with it).
+ */
+function build(into: string, rev?: string): void {
+  const ts = require("typescript") as typeof import("typescript");
+  rmSync(into, { recursive: true, force: true });
+  for (const dir of ["dns", "lib", "config"]) {
+    const files = rev
+      ? execFileSync("git", ["ls-tree", "--name-only", `${rev}:${dir}`], { cwd: REPO, encoding: "utf8" }).split("\n")
+      : readdirSync(path.join(REPO, dir));
+    for (const f of files) {
+      if (!f.endsWith(".ts") || f.endsWith(".d.ts")) continue;
+      const src = rev
+        ? execFileSync("git", ["show", `${rev}:${dir}/${f}`], { cwd: REPO, encoding: "utf8" })
+        : readFileSync(path.join(REPO, dir, f), "utf8");
+      const out = ts.transpileModule(src, {
+        fileName: `${dir}/${f}`,
+        compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2023, esModuleInterop: true, resolveJsonModule: true },
+      });
+      mkdirSync(path.join(into, dir), { recursive: true });
+      writeFileSync(path.join(into, dir, f.replace(/\.ts$/, ".js")), out.outputText);
+    }
+  }
+}
+
+interface Server {
+  pid: number;
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** A DNS service in its own process from the transpiled JavaScript; `threads` as udpThreads. */
+function startServer(config: MailConfig, threads: number | undefined, from = BUILD): Promise<Server> {
+  const script = `
+    const { startDns } = require(${JSON.stringify(path.join(from, "dns"))});
+    const { silentLogger } = require(${JSON.stringify(path.join(from, "lib", "log"))});
+    const t = process.env.DNS_THREADS;
+    startDns(JSON.parse(process.env.DNS_CONFIG), { log: silentLogger, ...(t ? { udpThreads: Number(t) } : {}) }).then(
+      (s) => {
+        process.stdout.write(s.listeners[0].port + "\\n");
+        process.on("SIGTERM", () => s.close().then(() => process.exit(0)));
+      },
+      (e) => { console.error(e); process.exit(1); },
+    );`;
+  const env = { ...process.env, NODE_ENV: "production", DNS_CONFIG: JSON.stringify(config), DNS_THREADS: threads ? String(threads) : "" };
+  const child = spawn(NODE, ["-e", script], { env, stdio: ["ignore", "pipe", "inherit"] });
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  return new Promise((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`DNS server exited with ${code}`)));
+    child.stdout!.once("data", (d: Buffer) =>
+      resolve({
+        pid: child.pid!,
+        port: Number(d.toString().trim()),
+        stop: async () => {
+          child.kill("SIGTERM");
+          await exited;
+        },
+      }),
+    );
+  });
+}
 
 /**
  * The query mix (the same as the team benchmark's bench/scenarios/dns.ts): A 30 %, MX 20 %,
@@ -69,12 +142,17 @@ function dnsperf(port: number, file: string, seconds: number): Promise<{ qps: nu
   });
 }
 
-/** CPU seconds (user + system) a process has used so far, from /proc. */
-function cpuSeconds(pid: number): number {
+/** CPU seconds (user, system) of a process so far, from /proc. */
+function cpuSplit(pid: number): [number, number] {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  return [Number(fields[11]) / 100, Number(fields[12]) / 100];
 }
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
 
 async function main() {
   const seconds = Number(process.argv[2] ?? 10);
@@ -82,18 +160,29 @@ async function main() {
   const tmp = tempDir("mailstack-dnsperf-");
   // rateLimit 0: a benchmark measures serving, not the limiter (the dev stack trusts loopback anyway).
   const config = devConfig(path.join(tmp.dir, "data"), { dns: { rateLimit: 0 } });
-  const ours = await startDns(config, { log: silentLogger });
-  const ourPort = ours.listeners[0]!.port;
+  build(BUILD);
+  const variants = (process.env.THREADS ?? "").split(",").filter(Boolean).map(Number);
+  const servers = new Map<string, Server>();
+  const baseline = process.env.BASELINE;
+  if (baseline) {
+    build(`${BUILD}-baseline`, baseline);
+    const c = devConfig(path.join(tmp.dir, "data-baseline"), { dns: { rateLimit: 0 } });
+    servers.set(`baseline(${baseline})`, await startServer(c, undefined, `${BUILD}-baseline`));
+  }
+  for (const t of variants.length ? variants : [undefined]) {
+    const c = devConfig(path.join(tmp.dir, `data${t ?? ""}`), { dns: { rateLimit: 0 } });
+    servers.set(t === undefined ? "mailstack" : `mailstack/${t}`, await startServer(c, t));
+  }
 
-  const zoneConf = ours
-    .zones()
+  // BIND with minimal-responses, as the team benchmark (bench/refs/bind.ts) runs it.
+  const zoneConf = buildZones(config)
     .map((z) => {
       writeFileSync(path.join(tmp.dir, `${z.origin}.zone`), renderZone(z));
       return `zone "${z.origin}" { type primary; file "${z.origin}.zone"; };`;
     })
     .join("\n");
   const bindPort = await freePort();
-  const named = await startNamed(tmp.dir, `${namedOptions()}\n${zoneConf}\n`, bindPort, config.domain);
+  const named = await startNamed(tmp.dir, `${namedOptions("minimal-responses yes;")}\n${zoneConf}\n`, bindPort, config.domain);
   // MIX=unique: every query a fresh NXDOMAIN name, the answer cache's worst case.
   const qfile = path.join(tmp.dir, "queries.txt");
   writeFileSync(
@@ -103,39 +192,48 @@ async function main() {
       : queryFile(20_000),
   );
 
-  const results: Record<string, number[]> = { mailstack: [], bind: [] };
-  const cpuPerQuery: Record<string, number[]> = { mailstack: [], bind: [] };
+  const names = ["bind", ...servers.keys()];
+  const results: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
+  const latency: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
+  const cpuPerQuery: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
+  const ratios: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
   try {
     for (let r = 0; r < rounds; r++) {
-      const order = r % 2 === 0 ? (["mailstack", "bind"] as const) : (["bind", "mailstack"] as const);
+      const order = r % 2 === 0 ? names : [...names].reverse();
       for (const who of order) {
-        const pid = who === "mailstack" ? process.pid : named.pid;
-        const cpu0 = cpuSeconds(pid);
-        const res = await dnsperf(who === "mailstack" ? ourPort : bindPort, qfile, seconds);
-        const usPerQuery = ((cpuSeconds(pid) - cpu0) / (res.qps * seconds)) * 1e6;
+        const pid = who === "bind" ? named.pid : servers.get(who)!.pid;
+        const [u0, s0] = cpuSplit(pid);
+        const res = await dnsperf(who === "bind" ? bindPort : servers.get(who)!.port, qfile, seconds);
+        const [u1, s1] = cpuSplit(pid);
+        const n = res.qps * seconds;
+        const us = ((u1 - u0 + (s1 - s0)) / n) * 1e6;
         results[who]!.push(res.qps);
-        cpuPerQuery[who]!.push(usPerQuery);
+        latency[who]!.push(res.latencyMs);
+        cpuPerQuery[who]!.push(us);
         console.log(
-          `round ${r + 1} ${who}: ${res.qps.toFixed(0)} q/s, lost ${res.lost}, avg latency ${res.latencyMs.toFixed(3)} ms, ${usPerQuery.toFixed(1)} CPU-µs/query`,
+          `round ${r + 1} ${who}: ${res.qps.toFixed(0)} q/s, lost ${res.lost}, avg latency ${res.latencyMs.toFixed(3)} ms, ${us.toFixed(1)} CPU-µs/query (user ${(((u1 - u0) / n) * 1e6).toFixed(1)})`,
         );
       }
+      for (const n of names) ratios[n]!.push(results[n]![r]! / results.bind![r]!);
     }
   } finally {
     await named.stop();
-    await ours.close();
+    for (const s of servers.values()) await s.stop();
     tmp.cleanup();
   }
-  const avg = (xs: number[]) => Math.round(xs.reduce((a, b) => a + b, 0) / xs.length);
-  const avgF = (xs: number[]) => Number((xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(1));
-  console.log(
-    JSON.stringify({
-      seconds,
-      rounds,
-      qps: { mailstack: avg(results.mailstack!), bind: avg(results.bind!) },
-      cpuUsPerQuery: { mailstack: avgF(cpuPerQuery.mailstack!), bind: avgF(cpuPerQuery.bind!) },
-      raw: results,
-    }),
+  const summary = Object.fromEntries(
+    names.map((n) => [
+      n,
+      {
+        qpsMedian: Math.round(median(results[n]!)),
+        qpsBest: Math.round(Math.max(...results[n]!)),
+        ratioMedian: Number(median(ratios[n]!).toFixed(3)),
+        latencyMsMedian: Number(median(latency[n]!).toFixed(2)),
+        cpuUsPerQueryMedian: Number(median(cpuPerQuery[n]!).toFixed(1)),
+      },
+    ]),
   );
+  console.log(JSON.stringify({ seconds, rounds, summary, raw: results }));
 }
 
 main().catch((err) => {
