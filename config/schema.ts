@@ -164,6 +164,8 @@ const rawSchema = z
         upstream: z.array(z.string()).default([]),
         /** Responses per second per /24 (or /56) before rate limiting. 0 turns it off. */
         rateLimit: z.number().int().nonnegative().default(100),
+        /** Threads answering UDP, each with its own socket on the port. Default: one per core but one, 1 to 2. */
+        threads: z.number().int().min(1).max(64).optional(),
       })
       .strict()
       .prefault({}),

@@ -46,8 +46,8 @@ export interface DnsStartOptions extends StartOptions {
   /** Clock for serials (tests). */
   now?: () => Date;
   /**
-   * Threads answering UDP, the main thread included (default: the stack's `dns.threads` once the
-   * schema has it, else threads.ts `defaultUdpThreads`: one per core but one, from 1 to 2).
+   * Threads answering UDP, the main thread included (default: the stack's `dns.threads`, else
+   * threads.ts `defaultUdpThreads`: one per core but one, from 1 to 2).
    */
   udpThreads?: number;
   /** Each UDP worker thread as it starts, with its slot (1, 2, ...): tests use it to stop one. */
@@ -111,10 +111,9 @@ export function dnsPeers(config: MailConfig): { secondaries: HostPort[]; upstrea
 
 const BIND_TRIES = 20;
 
-/** UDP threads: the start option, else the stack's `dns.threads` (once the schema has it), else the default. */
+/** UDP threads: the start option, else the stack's `dns.threads`, else the default. */
 function udpThreadCount(config: MailConfig, opts: DnsStartOptions): number {
-  const fromConfig = (config.dns as { threads?: unknown }).threads;
-  const n = opts.udpThreads ?? (typeof fromConfig === "number" ? fromConfig : defaultUdpThreads());
+  const n = opts.udpThreads ?? config.dns.threads ?? defaultUdpThreads();
   if (!Number.isInteger(n) || n < 1 || n > 64) {
     throw new ConfigError([{ path: `${NAMESPACE}:dns.threads`, message: `${n} is not a whole number of threads from 1 to 64` }]);
   }

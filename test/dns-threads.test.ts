@@ -283,6 +283,21 @@ describe("how many threads", () => {
     expect(answers.map(dataOf)).toEqual(Array.from({ length: 10 }, () => ["127.0.0.1"]));
   });
 
+  test("the stack's dns.threads sets the number when no start option does", async () => {
+    const s = await startDns(devConfig(path.join(tmp.dir, `d${dirs++}`), { dns: { rateLimit: 0, threads: 2 } }), { log: silentLogger });
+    services.push(s);
+    expect(s.udpThreads).toBe(2);
+    expect(s.threadStats()).toHaveLength(2);
+    const answers = await fromManyPorts(portOf(s), 10, "mail.lx.com", "A");
+    expect(answers.map(dataOf)).toEqual(Array.from({ length: 10 }, () => ["127.0.0.1"]));
+  });
+
+  test("the schema refuses dns.threads outside 1 to 64, naming the key", () => {
+    for (const threads of [0, 1.5, 65]) {
+      expect(() => devConfig(path.join(tmp.dir, "schema"), { dns: { threads } })).toThrow(/mailstack:dns\.threads/);
+    }
+  });
+
   test("a number of threads that is not a whole number from 1 to 64 is a config error", async () => {
     for (const n of [0, 1.5, 65]) {
       const err = await startDns(devConfig(path.join(tmp.dir, `bad${n}`)), { log: silentLogger, udpThreads: n }).catch((e: unknown) => e);
