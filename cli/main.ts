@@ -65,9 +65,17 @@ class UsageError extends Error {
   }
 }
 
-/** Loads and checks the stack (in a short-lived worker, so the schema library does not stay loaded). */
+/**
+ * Loads and checks the stack for a long-running service: in a short-lived worker, so the schema
+ * library does not stay loaded for the life of the process.
+ */
 function loadConfig(args: Args): Promise<MailConfig> {
   return loadStackIsolated(args.config ?? args.stack);
+}
+
+/** The same for a command that exits when done (check, mail, queue, health): no worker to start. */
+function loadConfigNow(args: Args): MailConfig {
+  return (require("../config/load") as typeof import("../config/load")).loadStack(args.config ?? args.stack);
 }
 
 function isServeName(s: string | undefined): s is ServeName {
@@ -162,7 +170,7 @@ async function cmdServe(args: Args): Promise<void> {
 }
 
 async function cmdCheck(args: Args): Promise<void> {
-  const config = await loadConfig(args);
+  const config = loadConfigNow(args);
   const enabled = Object.entries(config.listen)
     .filter(([, e]) => e)
     .map(([n, e]) => `${n}=${e!.address}:${e!.port}`);
@@ -213,7 +221,7 @@ async function cmdHashPassword(): Promise<void> {
 async function cmdMail(args: Args): Promise<void> {
   const user = args.positional[1];
   if (!user) throw new UsageError("mail needs a user name");
-  const config = await loadConfig(args);
+  const config = loadConfigNow(args);
   // A user, `user@domain` or an alias (bin → the admin), as mail to that name would be delivered.
   const { Aliases } = require("../store/aliases") as typeof import("../store/aliases");
   const route = new Aliases(config).route(user.includes("@") ? user : `${user}@${config.domain}`);
@@ -248,7 +256,7 @@ async function cmdMail(args: Args): Promise<void> {
 }
 
 async function cmdQueue(args: Args): Promise<void> {
-  const config = await loadConfig(args);
+  const config = loadConfigNow(args);
   const q = require("../queue") as {
     listQueue(c: MailConfig): Promise<Array<Record<string, unknown>>>;
     flushQueue(c: MailConfig): Promise<number>;
@@ -273,7 +281,7 @@ async function cmdQueue(args: Args): Promise<void> {
 async function cmdHealth(args: Args): Promise<void> {
   const name = args.positional[1];
   if (!isServeName(name)) throw new UsageError("health needs smtp, pop3, imap, dns or queue");
-  const config = await loadConfig(args);
+  const config = loadConfigNow(args);
   if (name === "queue") {
     // The queue has no listener: healthy when its spool can be read.
     const { listQueue } = require("../queue") as { listQueue(c: MailConfig): Promise<unknown[]> };
