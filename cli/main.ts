@@ -283,10 +283,13 @@ async function cmdHealth(args: Args): Promise<void> {
   if (!isServeName(name)) throw new UsageError("health needs smtp, pop3, imap, dns or queue");
   const config = loadConfigNow(args);
   if (name === "queue") {
-    // The queue has no listener: healthy when its spool can be read.
-    const { listQueue } = require("../queue") as { listQueue(c: MailConfig): Promise<unknown[]> };
+    // The queue has no listener: healthy when a live manager holds the spool's lock (it refreshes
+    // the lock every 10 s; a dead or hung one stops doing so) and the spool can be read.
+    const { listQueue, queueManagerHolder } = require("../queue") as typeof import("../queue");
+    const holder = await queueManagerHolder(config);
+    if (!holder) throw new Error("no queue manager is running on this spool (its lock is missing or stale)");
     const n = (await listQueue(config)).length;
-    process.stdout.write(`queue healthy (${n} queued)\n`);
+    process.stdout.write(`queue healthy (${n} queued, manager ${holder})\n`);
     return;
   }
   const endpointName = ({ smtp: ["smtp", "submission", "smtps"], pop3: ["pop3", "pop3s"], imap: ["imap", "imaps"], dns: ["dns"] } as const)[

@@ -156,7 +156,8 @@ export function endpointsLabel(endpoints: readonly EndpointSpec[]): string {
 }
 
 export function healthcheckSpec(service: ContainerService): HealthcheckSpec {
-  // `health queue` has no listener to greet: it proves the spool is readable and the CLI runs.
+  // `health queue` has no listener to greet: it checks that a live queue manager holds the
+  // spool's lock (queue/manager.ts refreshes it every 10 s) and that the spool can be read.
   return {
     tests: ["CMD", "mailstack", "health", service, "--config", CONFIG_PATH],
     interval: "30s",

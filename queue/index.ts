@@ -10,10 +10,12 @@ import { promises as fs } from "node:fs";
 import type { MailConfig } from "../config/schema";
 import { createLogger } from "../lib/log";
 import type { RunningService, StartOptions } from "../lib/service";
-import { QueueManager, type QueueTuning } from "./manager";
+import { lockHolder } from "../store/lock";
+import { LOCK_STALE_MS, QueueManager, type QueueTuning } from "./manager";
 import { ensureQueueDirs, isQueueId, listIds, queuePaths, readEntry, removeEntry } from "./spool";
 
 export type { QueueTuning } from "./manager";
+export { QueueLockedError } from "./manager";
 export { Spool } from "./spool";
 
 export interface QueueStartOptions extends StartOptions {
@@ -57,6 +59,11 @@ export interface QueueListEntry {
   nextAttempt: string;
   lastError?: string;
   kind?: "dsn";
+}
+
+/** The running queue manager's `<pid>:<host>:<token>`, or null when none holds the spool's lock. */
+export function queueManagerHolder(config: MailConfig): Promise<string | null> {
+  return lockHolder(queuePaths(config).lock, LOCK_STALE_MS);
 }
 
 /** `mailstack queue list`: every entry, oldest first (like `postqueue -p`). */

@@ -21,6 +21,7 @@ import * as path from "node:path";
 import type { Logger } from "pino";
 import type { MailConfig } from "../config/schema";
 import { splitAddress } from "../store/aliases";
+import { lockHolder, tryHoldLock } from "../store/lock";
 import { type OutboundMessage, type RecipientResult, SessionError, type SessionOptions, SmtpSession } from "./client";
 import { buildDsn } from "./dsn";
 import { LocalDelivery } from "./local";
@@ -208,6 +209,21 @@ export function backoffSeconds(attempts: number, min: number, max: number): numb
   return Math.min(max, min * 2 ** Math.min(n, 40));
 }
 
+/** A live manager refreshes its lock this often; one not refreshed for LOCK_STALE_MS is gone. */
+const LOCK_REFRESH_MS = 10_000;
+export const LOCK_STALE_MS = 60_000;
+
+/** Another queue manager is running on this spool. */
+export class QueueLockedError extends Error {
+  constructor(
+    readonly lockFile: string,
+    readonly holder: string,
+  ) {
+    super(`another queue manager is running on this spool (${lockFile} is held by ${holder}); two would deliver every message twice`);
+    this.name = "QueueLockedError";
+  }
+}
+
 export class QueueManager {
   readonly paths: QueuePaths;
   private readonly spool: Spool;
@@ -233,6 +249,7 @@ export class QueueManager {
   private watcher: FSWatcher | null = null;
   private flushSeen = 0;
   private closed = false;
+  private releaseLock: (() => Promise<void>) | null = null;
   private readonly onEnqueued = (root: string, id: string) => {
     if (root === this.paths.root && !this.closed && !this.known(id)) this.schedule(id, Date.now());
   };
@@ -254,6 +271,25 @@ export class QueueManager {
 
   async start(): Promise<void> {
     await ensureQueueDirs(this.paths);
+    // One manager per spool, as Postfix's master holds its pid lock: a second one would pick the
+    // same entries and deliver them twice. A holder that died (kill -9, a restarted container)
+    // leaves a stale lock, which is broken here (store/lock.ts).
+    const release = await tryHoldLock(this.paths.lock, { staleMs: LOCK_STALE_MS, refreshMs: LOCK_REFRESH_MS });
+    if (!release) {
+      const holder = (await lockHolder(this.paths.lock, LOCK_STALE_MS).catch(() => null)) ?? "unknown";
+      throw new QueueLockedError(this.paths.lock, holder);
+    }
+    this.releaseLock = release;
+    try {
+      await this.startWork();
+    } catch (err) {
+      this.releaseLock = null;
+      await release();
+      throw err;
+    }
+  }
+
+  private async startWork(): Promise<void> {
     await this.sweep();
     this.flushSeen = await this.flushStamp();
     spoolEvents.on("enqueued", this.onEnqueued);
@@ -299,6 +335,7 @@ export class QueueManager {
     for (const p of this.pools.values()) p.close();
     const pending = Promise.allSettled([...this.active.values()]);
     await Promise.race([pending, new Promise((r) => setTimeout(r, 5000).unref())]);
+    await this.releaseLock?.();
   }
 
   /** Resolves once nothing is active or due now (tests, `queue flush --wait`). */

@@ -99,6 +99,8 @@ export interface QueuePaths {
   msg: string;
   state: string;
   flush: string;
+  /** Held by the running queue manager (store/lock.ts `tryHoldLock`): one manager per spool. */
+  lock: string;
   corrupt: string;
 }
 
@@ -110,6 +112,7 @@ export function queuePaths(config: Pick<MailConfig, "dataDir">): QueuePaths {
     msg: path.join(root, "msg"),
     state: path.join(root, "state"),
     flush: path.join(root, "flush"),
+    lock: path.join(root, "master.lock"),
     corrupt: path.join(root, "corrupt"),
   };
 }

@@ -164,6 +164,21 @@ async function acquire(lockFile: string, timeoutMs: number, staleMs: number): Pr
 }
 
 /**
+ * Who holds a `tryHoldLock` lock: its `<pid>:<host>:<token>` string while a live holder has it,
+ * null when there is no lock file or its holder is gone (the lock is stale; it is not broken here).
+ */
+export async function lockHolder(file: string, staleMs = 300_000): Promise<string | null> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw err;
+  }
+  return (await isStale(file, staleMs)).stale ? null : text.trim();
+}
+
+/**
  * Takes a long-lived exclusive lock file without waiting. Resolves to a release function, or
  * null when a live holder has it. The holder touches the file every `refreshMs` so holders on
  * other hosts can tell it is alive; without refreshes it goes stale after `staleMs`.

@@ -13,9 +13,9 @@ const run = promisify(execFile);
 const BIN = path.resolve(__dirname, "..", "bin", "mailstack");
 
 /** A copy of the dev stack with its own data directory and ephemeral ports. */
-function stackCopy(listen: Record<string, unknown> = {}): { file: string; dataDir: string } {
+function stackCopy(listen: Record<string, unknown> = {}, sameData?: string): { file: string; dataDir: string } {
   const dir = mkdtempSync(path.join(tmpdir(), "mailstack-cli-"));
-  const dataDir = path.join(dir, "data");
+  const dataDir = sameData ?? path.join(dir, "data");
   const config = {
     ...readStackConfig(stackFile("dev")),
     "mailstack:dataDir": dataDir,
@@ -86,7 +86,7 @@ describe("mailstack CLI", () => {
   });
 
   it("start runs every service, health answers for each, and Ctrl-C stops it cleanly", async () => {
-    const { file } = stackCopy();
+    const { file, dataDir } = stackCopy();
     const child = spawn(process.execPath, [BIN, "start", "--config", file], { stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     child.stdout.on("data", (d) => (out += d));
@@ -105,8 +105,9 @@ describe("mailstack CLI", () => {
         [...out.matchAll(/^ {2}\w+\s+(\w+)\s+[\w+]+\s+127\.0\.0\.1:(\d+)$/gm)].map((m) => [m[1], Number(m[2])]),
       );
       expect(Object.keys(ports).sort()).toEqual(["dns", "imap", "imaps", "pop3", "pop3s", "smtp", "smtps", "submission"]);
-      // Point a config at the ports that were bound and ask each service for its health.
-      const bound = stackCopy(ports);
+      // Point a config at the ports that were bound (and the same data: the queue is healthy
+      // when its running manager holds the spool's lock) and ask each service for its health.
+      const bound = stackCopy(ports, dataDir);
       for (const svc of ["smtp", "pop3", "imap", "dns", "queue"]) {
         const { stdout } = await run(process.execPath, [BIN, "health", svc, "--config", bound.file]);
         expect(stdout).toMatch(new RegExp(`^${svc} healthy`));

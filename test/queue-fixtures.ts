@@ -13,7 +13,7 @@ import { type MailConfig, parseConfig } from "../config/schema";
 import { type DnsService, startDns } from "../dns";
 import { silentLogger } from "../lib/log";
 
-const HASH = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$O6bqsQ4AAhOmP1RSyYeRv3NEQDIhwoHPpa2a+KExbJ4";
+export const HASH = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$O6bqsQ4AAhOmP1RSyYeRv3NEQDIhwoHPpa2a+KExbJ4";
 const NO_MAIL_LISTENERS = { smtp: false, submission: false, smtps: false, pop3: false, pop3s: false, imap: false, imaps: false };
 
 export interface TestDns {
