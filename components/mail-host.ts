@@ -26,6 +26,8 @@ export interface MailHostArgs {
   readonly sshPort?: pulumi.Input<number>;
   /** The SSH private key (a secret). Without it the SSH agent (SSH_AUTH_SOCK) is used. */
   readonly sshPrivateKey?: pulumi.Input<string>;
+  /** The host's SSH public key (`ssh-ed25519 AAAA…`): no other is accepted. Without it, any. */
+  readonly sshHostKey?: pulumi.Input<string>;
   /** The host's name, e.g. `mail.lx.com`. */
   readonly hostname: pulumi.Input<string>;
   /** The address /etc/hosts maps the hostname to. */
@@ -63,6 +65,7 @@ export class MailHost extends pulumi.ComponentResource {
       port: args.sshPort ?? 22,
       user: sshUser,
       ...(args.sshPrivateKey !== undefined ? { privateKey: pulumi.secret(args.sshPrivateKey) } : {}),
+      ...(args.sshHostKey !== undefined ? { hostKey: args.sshHostKey } : {}),
       dialErrorLimit: 20,
       perDialTimeout: 30,
     };

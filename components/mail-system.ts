@@ -31,6 +31,29 @@ export function engineHost(config: Pick<MailConfig, "publicAddress" | "deploy">)
   return `ssh://${config.deploy.sshUser}@${host}:${config.deploy.sshPort}`;
 }
 
+/**
+ * The Docker provider's ssh options. With `deploy.sshHostKey` only that key is accepted: ssh reads
+ * it from KnownHostsCommand (OpenSSH 8.5+; `%H` is the name ssh looks up, `[host]:port` off port
+ * 22), with the known_hosts files switched off and strict checking on. Without it, a new host's
+ * key is accepted on first use and a changed one refused (`accept-new`). Pure.
+ */
+export function engineSshOpts(config: Pick<MailConfig, "deploy">): string[] {
+  const key = config.deploy.sshHostKey;
+  const pin = key
+    ? [
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        `KnownHostsCommand=/bin/echo %H ${key}`,
+      ]
+    : ["-o", "StrictHostKeyChecking=accept-new"];
+  return ["-o", "BatchMode=yes", ...pin, "-o", "ServerAliveInterval=30"];
+}
+
 export class MailSystem extends pulumi.ComponentResource {
   readonly host: MailHost;
   readonly image: MailImage;
@@ -56,6 +79,7 @@ export class MailSystem extends pulumi.ComponentResource {
         address: config.publicAddress,
         sshUser: config.deploy.sshUser,
         sshPort: config.deploy.sshPort,
+        ...(config.deploy.sshHostKey !== undefined ? { sshHostKey: config.deploy.sshHostKey } : {}),
         ...(args.sshPrivateKey !== undefined ? { sshPrivateKey: args.sshPrivateKey } : {}),
         hostname: config.hostname,
         publicAddress: config.publicAddress,
@@ -76,7 +100,7 @@ export class MailSystem extends pulumi.ComponentResource {
       `${name}-engine`,
       {
         host: engineHost(config),
-        sshOpts: ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o", "ServerAliveInterval=30"],
+        sshOpts: engineSshOpts(config),
         // The engine is installed by the host's docker step; do not ping it before that ran.
         disableDockerDaemonCheck: true,
       },

@@ -127,6 +127,12 @@ describe("bad config names the key and the reason", () => {
     ["an admin who is not a user", { "mailstack:admin": "root" }, "mailstack:admin", /not a user/],
     ["a bad hash", { "mailstack:users": [{ name: "lx", passwordHash: "md5:abc" }] }, "mailstack:users[0].passwordHash", /argon2id/],
     [
+      "an SSH host key that is not a public key line",
+      { "mailstack:deploy": { sshHostKey: "SHA256:gHA/MRfiGY2RNSY6/2eF995YjmpuDjLoog064GmhSSc" } },
+      "mailstack:deploy.sshHostKey",
+      /must be an SSH public key line/,
+    ],
+    [
       "two listeners on one port",
       { "mailstack:listen": { address: "127.0.0.1", smtp: 2525, imap: 2525 } },
       "mailstack:listen.imap",
@@ -136,6 +142,13 @@ describe("bad config names the key and the reason", () => {
   it.each(cases)("%s", (_name, overrides, keyPath, reason) => {
     const found = problems(overrides);
     expect(found).toContainEqual({ path: keyPath, message: expect.stringMatching(reason) });
+  });
+
+  it("keeps the SSH host key as `<type> <base64>`, without the comment", () => {
+    const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDHc72uDaBae1Xl9+TOEqwFBvDIocBXCVpUw5KwpdQ3I";
+    const c = parseConfig({ ...base(), "mailstack:deploy": { sshHostKey: `  ${key} root@mail.lx.com\n` } });
+    expect(c.deploy.sshHostKey).toBe(key);
+    expect(parseConfig(base()).deploy.sshHostKey).toBeUndefined();
   });
 
   it("lists every problem at once", () => {

@@ -89,6 +89,16 @@ describe("MailHost", () => {
     }
   });
 
+  test("a pinned SSH host key reaches every host step's connection", async () => {
+    const { engine, mod } = await engineFor();
+    const hostKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDHc72uDaBae1Xl9+TOEqwFBvDIocBXCVpUw5KwpdQ3I";
+    new mod.MailHost("host", { ...args, sshHostKey: hostKey });
+    await engine.settle();
+    const steps = engine.ofType("command:remote:Command");
+    expect(steps.length).toBeGreaterThan(0);
+    for (const step of steps) expect(unwrap<Record<string, unknown>>(step.inputs.connection).hostKey).toBe(hostKey);
+  });
+
   test("bad args fail with what is wrong", async () => {
     const { mod } = await engineFor();
     expect(() => new mod.MailHost("host", { ...args, resolver: { nameserver: "ns1.lx.com", domain: "lx.com" } })).toThrow(

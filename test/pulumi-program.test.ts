@@ -210,3 +210,25 @@ describe("secrets and determinism", () => {
     expect(() => engine.require("index")).toThrow(/mailstack:trustedNetworks\[0\]: 0\.0\.0\.0\/0 trusts every address/);
   });
 });
+
+describe("deploy.sshHostKey", () => {
+  const HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDHc72uDaBae1Xl9+TOEqwFBvDIocBXCVpUw5KwpdQ3I";
+  const providerOpts = (engine: MockEngine) => unwrap<string[]>(engine.ofType("pulumi:providers:docker")[0]!.inputs.sshOpts);
+
+  test("pinned: the host steps and the Docker provider accept that key only", async () => {
+    const config = { ...stackConfigMap("lx"), "mailstack:deploy": { sshHostKey: `${HOST_KEY} root@mail.lx.com` } };
+    const { engine } = await runProgram("lx", { config });
+    expect(engine.errors).toEqual([]);
+    for (const s of engine.ofType(COMMAND)) expect(unwrap<Record<string, string>>(s.inputs.connection).hostKey).toBe(HOST_KEY);
+    const opts = providerOpts(engine);
+    expect(opts).toContain("StrictHostKeyChecking=yes");
+    expect(opts).toContain(`KnownHostsCommand=/bin/echo %H ${HOST_KEY}`);
+    expect(opts).not.toContain("StrictHostKeyChecking=accept-new");
+  });
+
+  test("not pinned: accepted on first use, a changed key refused", async () => {
+    const { engine } = await runProgram("lx");
+    for (const s of engine.ofType(COMMAND)) expect(unwrap<Record<string, string>>(s.inputs.connection).hostKey).toBeUndefined();
+    expect(providerOpts(engine)).toContain("StrictHostKeyChecking=accept-new");
+  });
+});
