@@ -263,6 +263,45 @@ export async function writeMessage(
   }
 }
 
+/** A file this long in tmp/ was left by a writer that died before its rename (qmail, Dovecot: 36 h). */
+export const TMP_MAX_AGE_MS = 36 * 3_600_000;
+/** A folder's tmp/ is read at most this often (Dovecot: 8 h, kept in tmp/'s atime). */
+export const TMP_SWEEP_INTERVAL_MS = 8 * 3_600_000;
+
+/**
+ * Removes what a crashed writer left in a Maildir's tmp/, as Dovecot does when it opens a folder:
+ * files whose inode last changed (ctime) more than TMP_MAX_AGE_MS ago. A message being written now is never that old
+ * (writeTmp creates, writes, fsyncs and renames within one delivery). The sweep runs at most once
+ * per TMP_SWEEP_INTERVAL_MS: when it has looked, it sets tmp/'s atime to now (mtime kept), so a
+ * `noatime` mount and other processes see the same mark. Resolves to the number of files removed.
+ */
+export async function sweepTmp(maildir: string, now = Date.now()): Promise<number> {
+  const tmp = path.join(maildir, "tmp");
+  let dirStat: import("node:fs").Stats;
+  try {
+    dirStat = await fs.stat(tmp);
+  } catch {
+    return 0;
+  }
+  if (now - dirStat.atimeMs < TMP_SWEEP_INTERVAL_MS) return 0;
+  let removed = 0;
+  for (const name of await fs.readdir(tmp)) {
+    const file = path.join(tmp, name);
+    try {
+      const st = await fs.lstat(file);
+      // ctime, as Dovecot: mtime can be set to anything (utimes), ctime is the last real change.
+      if (st.isFile() && now - st.ctimeMs > TMP_MAX_AGE_MS) {
+        await fs.unlink(file);
+        removed++;
+      }
+    } catch {
+      // gone meanwhile, or not ours to remove: leave it
+    }
+  }
+  await fs.utimes(tmp, new Date(now), dirStat.mtime).catch(() => undefined);
+  return removed;
+}
+
 export function asTemporary(err: unknown): TemporaryFailure {
   if (err instanceof TemporaryFailure) return err;
   const e = err as NodeJS.ErrnoException;

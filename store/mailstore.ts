@@ -23,7 +23,7 @@ import { decodeMutf7, encodeMutf7 } from "../lib/mutf7";
 import { acquireIndex, flushAllIndexes, forgetIndexes, type IndexOptions } from "./index-folder";
 import { tryHoldLock, withDotlock } from "./lock";
 import { MaildirMailbox } from "./mailbox";
-import { ensureMaildir, ensureUserMaildir, folderDir, folderNameFromDir, maildirRoot, SPECIAL_FOLDERS } from "./maildir";
+import { ensureMaildir, ensureUserMaildir, folderDir, folderNameFromDir, maildirRoot, SPECIAL_FOLDERS, sweepTmp } from "./maildir";
 import { type FolderInfo, type Mailbox, type MailStore, NoSuchFolderError } from "./types";
 
 export { ExpungedError } from "./mailbox";
@@ -102,6 +102,8 @@ export class MaildirStore implements MailStore {
       if (err instanceof NoSuchFolderError) throw new NoSuchFolderError(folder);
       throw err;
     }
+    // What a crashed writer left in tmp/ goes, as when Dovecot opens a folder; off the reply's path.
+    sweepTmp(dir).catch(() => undefined);
     return new MaildirMailbox(user, name, index);
   }
 
