@@ -1004,11 +1004,12 @@ export class FolderIndex {
     // Changed locations / flags, and files not indexed yet. Backwards: when a file was seen in
     // both new/ and cur/ (moved during the scan), cur/ (read last) wins.
     let flagModseq: bigint | null = null;
-    const candidates: Loc[] = [];
+    let candidates: Loc[] = [];
     const dupes = which.new && which.cur && found.length > 0 && found[0]!.dir === "new" ? new Set<string>() : null;
     const done = ++this.scanId;
     const indexed = this.entries.length > 0;
-    for (let i = found.length - 1; i >= 0; i--) {
+    // First scan of a folder, one directory read: every file is a candidate, in listing order.
+    for (let i = !indexed && !dupes ? -1 : found.length - 1; i >= 0; i--) {
       const loc = found[i]!;
       const e = indexed ? this.byKey.get(loc.key) : undefined;
       if (!e) {
@@ -1032,7 +1033,8 @@ export class FolderIndex {
       }
       this.dirty++;
     }
-    candidates.reverse();
+    if (!indexed && !dupes) candidates = found;
+    else candidates.reverse();
     found = [];
     if (missing.length > 0) this.removeEntries(missing.map((e) => e.uid));
 
@@ -1112,7 +1114,7 @@ export class FolderIndex {
           timeKey[i] = deliveryTime(c.key);
           order[i] = i;
         }
-        order.sort((a, b) => {
+        const cmp = (a: number, b: number) => {
           const d = uidKey[a]! - uidKey[b]!;
           if (d !== 0) return d;
           const ta = timeKey[a]!;
@@ -1121,8 +1123,12 @@ export class FolderIndex {
           const ka = list[a]!.key;
           const kb = list[b]!.key;
           return ka < kb ? -1 : ka > kb ? 1 : 0;
-        });
-        const ordered = order.map((i) => list[i]!);
+        };
+        // A directory listing comes sorted by name, which for Maildir names is nearly always
+        // delivery order already: then one pass checks it and nothing is copied.
+        let inOrder = true;
+        for (let i = 1; i < n && inOrder; i++) if (cmp(i - 1, i) > 0) inOrder = false;
+        const ordered = inOrder ? list : order.sort(cmp).map((i) => list[i]!);
         const toMove = ordered.filter((c) => c.dir === "new");
         if (toMove.length > 0) {
           await this.ownChange("cur", async () => {
@@ -1160,7 +1166,11 @@ export class FolderIndex {
     }
     this.uidValidity = this.uidlist.uidValidity;
     this.nextUid = Math.max(this.nextUid, this.uidlist.nextUid);
-    placed.sort((a, b) => a.uid - b.uid);
+    for (let i = 1; i < placed.length; i++)
+      if (placed[i - 1]!.uid > placed[i]!.uid) {
+        placed.sort((a, b) => a.uid - b.uid);
+        break;
+      }
     await this.keywords.refresh();
     const modseq = this.newModseq();
     // No stat: the wire size comes from W= in the name or the uidlist; INTERNALDATE is read
