@@ -9,8 +9,9 @@
 import { promises as fs } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { certFiles } from "../test/helpers/cert";
 import type { Ctx } from "./lib/context";
-import { buildMailstack, makeCert, type ServiceName, serviceAvailable } from "./lib/mailstack";
+import { buildMailstack, type ServiceName, serviceAvailable } from "./lib/mailstack";
 import { markdown, metOf, type Results, ratioOf } from "./lib/report";
 import { exec, log, makeTempRoot, REPO, which } from "./lib/util";
 import { dnsScenario } from "./scenarios/dns";
@@ -118,7 +119,7 @@ async function main(): Promise<void> {
     root,
     resultsDir: opts.out,
     runtime: opts.tsNode ? "ts-node" : "js",
-    cert: await makeCert(path.join(root, "tls")),
+    cert: certFiles(path.join(root, "tls")),
     rows: [],
     skipped: [],
     findings: [],

@@ -6,31 +6,22 @@ import * as path from "node:path";
 import { promisify } from "node:util";
 import { stringify } from "yaml";
 import { readStackConfig, stackFile } from "../config/load";
+import type { EndpointName } from "../config/schema";
 import { MaildirDelivery } from "../store/deliver";
 import { verifyPassword } from "../store/users";
+import { listenAll } from "./helpers/stack";
 
 const run = promisify(execFile);
 const BIN = path.resolve(__dirname, "..", "bin", "mailstack");
 
 /** A copy of the dev stack with its own data directory and ephemeral ports. */
-function stackCopy(listen: Record<string, unknown> = {}, sameData?: string): { file: string; dataDir: string } {
+function stackCopy(listen: Partial<Record<EndpointName, number>> = {}, sameData?: string): { file: string; dataDir: string } {
   const dir = mkdtempSync(path.join(tmpdir(), "mailstack-cli-"));
   const dataDir = sameData ?? path.join(dir, "data");
   const config = {
     ...readStackConfig(stackFile("dev")),
     "mailstack:dataDir": dataDir,
-    "mailstack:listen": {
-      address: "127.0.0.1",
-      smtp: 0,
-      submission: 0,
-      smtps: 0,
-      pop3: 0,
-      pop3s: 0,
-      imap: 0,
-      imaps: 0,
-      dns: 0,
-      ...listen,
-    },
+    "mailstack:listen": listenAll("127.0.0.1", listen),
   };
   const file = path.join(dir, "Pulumi.cli.yaml");
   writeFileSync(file, stringify({ config }));

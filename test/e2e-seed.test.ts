@@ -24,6 +24,7 @@ import type { RunningService } from "../lib/service";
 import { startPop3 } from "../pop3";
 import { listQueue, type RunningQueue, startQueue } from "../queue";
 import { startSmtp } from "../smtp";
+import { listenAll } from "./helpers/stack";
 import { freePortOn, tempDir, waitFor } from "./queue-fixtures";
 
 const PASSWORDS: Record<string, string> = { lisi: "lisi-password", wangwu: "wangwu-password" };
@@ -51,17 +52,7 @@ const latencies: number[] = [];
 function overrides(dataDir: string, address: string, dnsPort: number, upstream: string[]): Record<string, unknown> {
   return {
     "mailstack:dataDir": dataDir,
-    "mailstack:listen": {
-      address,
-      smtp: smtpPort,
-      submission: 0,
-      smtps: 0,
-      pop3: 0,
-      pop3s: 0,
-      imap: 0,
-      imaps: 0,
-      dns: dnsPort,
-    },
+    "mailstack:listen": listenAll(address, { smtp: smtpPort, dns: dnsPort }),
     "mailstack:resolvers": dnsPort ? [`${address}:${dnsPort}`] : [],
     "mailstack:dns": { reverseNetwork: "127.0.0.0/24", upstream },
     "mailstack:queue": { minBackoff: 0.5, maxBackoff: 1, maxLifetime: 120, scanInterval: 0.5, remotePort: smtpPort },

@@ -8,8 +8,6 @@
 import { execFileSync } from "node:child_process";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
-import { ImapClient, ok } from "../bench/lib/imap-client";
-import { Pop3Client } from "../bench/lib/pop3-client";
 import {
   checkDelivered,
   hasService,
@@ -23,6 +21,8 @@ import {
   tempDir,
   writeConfig,
 } from "./fault-helpers";
+import { ImapClient, ok } from "./helpers/imap-client";
+import { Pop3Client } from "./helpers/pop3-client";
 
 const ready = isRoot && hasService("smtp") && hasService("pop3") && hasService("imap");
 const describeIf = ready ? describe : describe.skip;

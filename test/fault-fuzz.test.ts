@@ -11,21 +11,11 @@ import { createSocket } from "node:dgram";
 import { promises as fs } from "node:fs";
 import { connect } from "node:net";
 import * as path from "node:path";
-import { hasService, type ServiceName, type ServiceProcess, sleep, startService, tempDir, writeConfig } from "./fault-helpers";
+import { faultArea, hasService, FAULT_SEED as SEED, type ServiceName, sleep } from "./fault-helpers";
 import { type Probe, probeDns, probeImap, probePop3, probeSmtp } from "./fault-probe";
+import { prng } from "./helpers/prng";
 
 const INPUTS = 10_000;
-const SEED = Number(process.env.FAULT_SEED ?? Date.now() % 1_000_000);
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const TOKENS = [
   "\r\n",
@@ -285,19 +275,7 @@ const TCP_CASES: Case[] = [
   { service: "imap", endpoint: "imap", corpus: IMAP_SEEDS, prelude: IMAP_PRELUDE, probe: probeImap },
 ];
 
-let dir: string;
-let svc: ServiceProcess | null = null;
-
-beforeAll(async () => {
-  dir = await tempDir("fault-fuzz");
-});
-afterEach(async () => {
-  await svc?.stop();
-  svc = null;
-});
-afterAll(async () => {
-  await fs.rm(dir, { recursive: true, force: true });
-});
+const area = faultArea("fault-fuzz");
 
 /** Limits that would otherwise cut the fuzzer off after a few bad commands or logins. */
 const FUZZ_LIMITS = { connectionsPerClient: 1000, badCommands: 1_000_000, authFailures: 1_000_000, authFailureDelay: 0 };
@@ -315,17 +293,12 @@ async function seedMailbox(dataDir: string): Promise<void> {
 describe.each(TCP_CASES)(`fuzz: ${INPUTS} mutated inputs to $service (seed ${SEED})`, ({ service, endpoint, corpus, prelude, probe }) => {
   const run = hasService(service) ? test : test.skip;
   run("the service stays up and still serves a correct session", async () => {
-    const dataDir = path.join(dir, service, "data");
+    const { file: cfg, dataDir } = await area.config({ listen: { [endpoint]: 0 }, extra: { limits: FUZZ_LIMITS } }, service);
     await seedMailbox(dataDir);
-    const cfg = await writeConfig(path.join(dir, service, "config.json"), {
-      dataDir,
-      listen: { [endpoint]: 0 },
-      extra: { limits: FUZZ_LIMITS },
-    });
-    svc = await startService(service, cfg, service);
+    const svc = await area.start(service, cfg, service);
     const port = svc.port(endpoint);
     await probe(port);
-    const r = await fuzzTcp({ port, corpus, prelude, rnd: rng(SEED + service.length), perConnection: 100, parallel: 4 });
+    const r = await fuzzTcp({ port, corpus, prelude, rnd: prng(SEED + service.length), perConnection: 100, parallel: 4 });
     expect(r.sent).toBe(INPUTS);
     process.stdout.write(
       `fuzz ${service}: ${r.connections} connections, ${r.replyLines} reply lines, ${r.closedEarly} closed by the server\n`,
@@ -410,12 +383,11 @@ function mutateDns(seed: Buffer, rnd: () => number): Buffer {
 
 const runDns = hasService("dns") ? test : test.skip;
 runDns(`fuzz: ${INPUTS} mutated DNS packets over UDP and TCP (seed ${SEED}): the server stays up and answers`, async () => {
-  const dataDir = path.join(dir, "dns", "data");
-  const cfg = await writeConfig(path.join(dir, "dns", "config.json"), { dataDir, listen: { dns: 0 }, extra: { limits: FUZZ_LIMITS } });
-  svc = await startService("dns", cfg, "dns");
+  const { file: cfg } = await area.config({ listen: { dns: 0 }, extra: { limits: FUZZ_LIMITS } }, "dns");
+  const svc = await area.start("dns", cfg, "dns");
   const port = svc.port("dns");
   await probeDns(port);
-  const rnd = rng(SEED + 53);
+  const rnd = prng(SEED + 53);
   const seeds = dnsSeeds();
   const input = () =>
     rnd() < 0.05

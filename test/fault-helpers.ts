@@ -7,10 +7,11 @@
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, promises as fs, readFileSync } from "node:fs";
-import { connect, type Socket } from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { type BenchUser, type ServiceName, ServiceProcess, stackConfig } from "../bench/lib/mailstack";
+import { certFiles } from "./helpers/cert";
+import { LineClient, openSocket } from "./helpers/line-client";
 
 export const REPO = path.resolve(__dirname, "..");
 export type { ServiceName };
@@ -61,35 +62,6 @@ export const LX: BenchUser = {
   hash: "$argon2id$v=19$m=19456,t=2,p=1$RrqQG0LF6Ad78h1f8BbPbw$JtkF/BQr9iBNlsHE4l1FA31sSfhmNM+Dq1q1q94tJ+I",
 };
 
-/** A self-signed certificate in `dir` (so no service generates its own on start). */
-export function testCert(dir: string): { certFile: string; keyFile: string } {
-  const certFile = path.join(dir, "cert.pem");
-  const keyFile = path.join(dir, "key.pem");
-  if (!existsSync(certFile))
-    execFileSync(
-      "openssl",
-      [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=mail.lx.com",
-        "-keyout",
-        keyFile,
-        "-out",
-        certFile,
-      ],
-      { stdio: "ignore" },
-    );
-  return { certFile, keyFile };
-}
-
 export interface ConfigOptions {
   dataDir: string;
   listen: Partial<Record<"smtp" | "submission" | "smtps" | "pop3" | "pop3s" | "imap" | "imaps" | "dns", number>>;
@@ -99,7 +71,7 @@ export interface ConfigOptions {
 /** Writes a stack config (JSON, `mailstack:` keys under `config:`) and returns its path. */
 export async function writeConfig(file: string, o: ConfigOptions): Promise<string> {
   await fs.mkdir(path.dirname(file), { recursive: true });
-  const cert = testCert(path.dirname(file));
+  const cert = certFiles(path.dirname(file));
   await fs.writeFile(
     file,
     JSON.stringify(
@@ -116,6 +88,57 @@ export function startService(name: ServiceName, configFile: string, label: strin
   return ServiceProcess.start(name, configFile, { runtime: "ts-node", logFile: path.join(path.dirname(configFile), `${label}.log`) });
 }
 
+/** The seed of a fault test's random choices: printed in test names, FAULT_SEED=... replays it. */
+export const FAULT_SEED = Number(process.env.FAULT_SEED ?? Date.now() % 1_000_000);
+
+export interface FaultArea {
+  /** The temp dir: one for the test file, or a fresh one for each test (`perTest`). */
+  readonly dir: string;
+  /**
+   * Writes a config at `<dir>/<sub>/config.json` with its data directory at `<dir>/<sub>/data`
+   * unless `o.dataDir` names another.
+   */
+  config(o: Omit<ConfigOptions, "dataDir"> & { dataDir?: string }, sub?: string): Promise<{ file: string; dataDir: string }>;
+  /** Starts a service process (log next to the config) that is stopped after the test. */
+  start(name: ServiceName, configFile: string, label?: string): Promise<ServiceProcess>;
+}
+
+/**
+ * A fault test file's working area, with the jest hooks that clean it up: a temp dir made before
+ * the file's tests (or each test, with `perTest`) and removed after them, and service processes
+ * that are stopped after each test (processes already stopped or killed are left as they are).
+ */
+export function faultArea(prefix: string, o: { perTest?: boolean } = {}): FaultArea {
+  let dir = "";
+  const procs: ServiceProcess[] = [];
+  const remove = async () => {
+    if (dir) await fs.rm(dir, { recursive: true, force: true });
+    dir = "";
+  };
+  (o.perTest ? beforeEach : beforeAll)(async () => {
+    dir = await tempDir(prefix);
+  });
+  afterEach(async () => {
+    for (const p of procs.splice(0)) await p.stop();
+    if (o.perTest) await remove();
+  });
+  if (!o.perTest) afterAll(remove);
+  return {
+    get dir() {
+      return dir;
+    },
+    async config(c, sub = "") {
+      const dataDir = c.dataDir ?? path.join(dir, sub, "data");
+      return { file: await writeConfig(path.join(dir, sub, "config.json"), { ...c, dataDir }), dataDir };
+    },
+    async start(name, configFile, label) {
+      const p = await startService(name, configFile, label);
+      procs.push(p);
+      return p;
+    },
+  };
+}
+
 /** RSS of a process, bytes. */
 export function rssOf(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
@@ -125,63 +148,22 @@ export function rssOf(pid: number): number {
 // ---------------------------------------------------------------------------------------------
 // A raw SMTP client: replies are read whole (multi-line), one command at a time.
 
-export class SmtpConn {
-  private buf = "";
-  private waiter: (() => void) | null = null;
-  closed = false;
-  error: Error | null = null;
-
-  private constructor(readonly sock: Socket) {
-    sock.setEncoding("latin1");
-    sock.on("data", (d: string) => {
-      this.buf += d;
-      this.wake();
-    });
-    sock.on("error", (e) => {
-      this.error = e;
-      this.wake();
-    });
-    sock.on("close", () => {
-      this.closed = true;
-      this.wake();
-    });
-  }
-
-  private wake(): void {
-    const w = this.waiter;
-    this.waiter = null;
-    w?.();
-  }
-
+export class SmtpConn extends LineClient {
   static async open(port: number, host = "127.0.0.1"): Promise<SmtpConn> {
-    const sock = connect({ port, host });
-    await new Promise<void>((resolve, reject) => {
-      sock.once("connect", resolve);
-      sock.once("error", reject);
-    });
-    return new SmtpConn(sock);
+    return new SmtpConn(await openSocket(port, host));
   }
 
   /** The next complete reply: `{ code, text }`. Throws if the connection ends first. */
   async reply(timeoutMs = 30_000): Promise<{ code: number; text: string }> {
     const end = Date.now() + timeoutMs;
+    const lines: string[] = [];
     for (;;) {
-      const m = /^((?:\d{3}-[^\n]*\n)*)(\d{3})(?: [^\n]*)?\n/.exec(this.buf.replace(/\r\n/g, "\n"));
-      if (m) {
-        const raw = m[0];
-        // Consume the same number of lines from the CRLF buffer.
-        const lines = raw.split("\n").length - 1;
-        let idx = 0;
-        for (let i = 0; i < lines; i++) idx = this.buf.indexOf("\n", idx) + 1;
-        this.buf = this.buf.slice(idx);
-        return { code: Number(m[2]), text: raw.trim() };
-      }
-      if (this.closed || this.error) throw this.error ?? new Error("connection closed");
-      if (Date.now() > end) throw new Error("reply timeout");
-      await new Promise<void>((r) => {
-        this.waiter = r;
-        setTimeout(r, 200);
-      });
+      const line = await this.readLine(Math.max(1, end - Date.now()), "reply timeout");
+      lines.push(line);
+      if (/^\d{3}-/.test(line)) continue;
+      const m = /^(\d{3})(?: |$)/.exec(line);
+      if (!m) throw new Error(`not an SMTP reply: ${JSON.stringify(lines.join("\n"))}`);
+      return { code: Number(m[1]), text: lines.join("\n").trim() };
     }
   }
 
@@ -191,7 +173,7 @@ export class SmtpConn {
   }
 
   close(): void {
-    this.sock.destroy();
+    this.destroy();
   }
 }
 

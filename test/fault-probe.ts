@@ -4,9 +4,9 @@
  */
 import { createSocket } from "node:dgram";
 import { connect } from "node:net";
-import { ImapClient, ok } from "../bench/lib/imap-client";
-import { Pop3Client } from "../bench/lib/pop3-client";
 import { LX, SmtpConn } from "./fault-helpers";
+import { ImapClient, ok } from "./helpers/imap-client";
+import { Pop3Client } from "./helpers/pop3-client";
 
 export type Probe = (port: number) => Promise<void>;
 

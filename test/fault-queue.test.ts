@@ -15,17 +15,7 @@
 import { promises as fs } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import * as path from "node:path";
-import {
-  hasService,
-  makeMessage,
-  type ServiceProcess,
-  sendMail,
-  sleep,
-  startService,
-  tempDir,
-  waitFor,
-  writeConfig,
-} from "./fault-helpers";
+import { faultArea, hasService, makeMessage, sendMail, sleep, waitFor } from "./fault-helpers";
 
 const ready = hasService("smtp") && hasService("queue");
 const describeIf = ready ? describe : describe.skip;
@@ -137,31 +127,24 @@ class Sink {
   }
 }
 
-let dir: string;
+const area = faultArea("fault-queue", { perTest: true });
 let sink: Sink | null = null;
-const procs: ServiceProcess[] = [];
 
 afterEach(async () => {
-  for (const p of procs.splice(0)) await p.stop();
   await sink?.close();
-  if (dir) await fs.rm(dir, { recursive: true, force: true });
 });
 
 describeIf("outbound queue killed mid-delivery", () => {
   test("delivered at least once, bounced at most once, never lost", async () => {
-    dir = await tempDir("fault-queue");
     sink = new Sink((rcpt) => rcpt.startsWith("bad"));
     await sink.start();
-    const dataDir = path.join(dir, "data");
-    const cfg = await writeConfig(path.join(dir, "config.json"), {
-      dataDir,
+    const { file: cfg, dataDir } = await area.config({
       listen: { smtp: 0 },
       extra: { queue: { relayhost: { host: "127.0.0.1", port: sink.port }, minBackoff: 0.2, maxBackoff: 0.5, scanInterval: 0.2 } },
     });
 
     // Accepted by SMTP (relay from a trusted network) into the spool.
-    const smtp = await startService("smtp", cfg, "smtp");
-    procs.push(smtp);
+    const smtp = await area.start("smtp", cfg, "smtp");
     const N = 24;
     const good = new Map<string, string>();
     const bad = new Map<string, string>();
@@ -177,7 +160,6 @@ describeIf("outbound queue killed mid-delivery", () => {
       expect(`${i} ${r.stage} ${r.code}`).toBe(`${i} DATA-end 250`);
     }
     await smtp.stop();
-    procs.splice(procs.indexOf(smtp), 1);
 
     const spoolIds = async () =>
       (await fs.readdir(path.join(dataDir, "queue", "msg")).catch(() => [] as string[])).filter((n) => !n.startsWith("."));
@@ -187,11 +169,9 @@ describeIf("outbound queue killed mid-delivery", () => {
     let kills = 0;
     for (let round = 0; round < 3; round++) {
       sink.holdAt = sink.received.length + 2 + round;
-      const q = await startService("queue", cfg, `queue${round}`);
-      procs.push(q);
+      const q = await area.start("queue", cfg, `queue${round}`);
       const got = await waitFor(() => sink!.heldCount > 0 || !q.alive, "a DATA in flight", 30_000).catch(() => false);
       await q.kill9();
-      procs.splice(procs.indexOf(q), 1);
       // Let the sink see the connection die before the held reply is (not) sent.
       await sleep(200);
       sink.release();
@@ -201,8 +181,7 @@ describeIf("outbound queue killed mid-delivery", () => {
     expect(kills).toBeGreaterThan(0);
 
     // The last run drains the queue.
-    const last = await startService("queue", cfg, "queue-final");
-    procs.push(last);
+    await area.start("queue", cfg, "queue-final");
     await waitFor(async () => (await spoolIds()).length === 0, "an empty spool", 60_000, 100);
 
     // Delivered at least once, to good recipients only.

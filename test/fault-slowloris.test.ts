@@ -5,22 +5,8 @@
  * connection limit is raised in this test's config, so the 1,000 connections from 127.0.0.1 are
  * all let in and the test measures the cost of holding them.
  */
-import { promises as fs } from "node:fs";
 import { connect, type Socket } from "node:net";
-import * as path from "node:path";
-import {
-  hasService,
-  makeMessage,
-  rssOf,
-  type ServiceName,
-  type ServiceProcess,
-  sendMail,
-  sleep,
-  startService,
-  tempDir,
-  waitFor,
-  writeConfig,
-} from "./fault-helpers";
+import { faultArea, hasService, makeMessage, rssOf, type ServiceName, sendMail, sleep, waitFor } from "./fault-helpers";
 import { type Probe, probeDns, probeImap, probePop3, probeSmtp } from "./fault-probe";
 
 const CONNECTIONS = 1000;
@@ -45,24 +31,14 @@ const CASES: Case[] = [
   { service: "dns", endpoint: "dns", probe: probeDns },
 ];
 
-let dir: string;
-let svc: ServiceProcess | null = null;
 let sockets: Socket[] = [];
 
-beforeAll(async () => {
-  dir = await tempDir("fault-slowloris");
-});
-
-afterEach(async () => {
+// The slow clients go before the service is stopped (declared first, so this runs first).
+afterEach(() => {
   for (const s of sockets) s.destroy();
   sockets = [];
-  await svc?.stop();
-  svc = null;
 });
-
-afterAll(async () => {
-  await fs.rm(dir, { recursive: true, force: true });
-});
+const area = faultArea("fault-slowloris");
 
 async function openSlow(port: number, fragment: Buffer): Promise<{ open: number; refused: number }> {
   let refused = 0;
@@ -95,13 +71,11 @@ async function openSlow(port: number, fragment: Buffer): Promise<{ open: number;
 describe.each(CASES)("slowloris: 1,000 idle connections to $service", ({ service, endpoint, probe }) => {
   const run = hasService(service) ? test : test.skip;
   run("memory stays bounded and a new client is still served", async () => {
-    const dataDir = path.join(dir, service, "data");
-    const cfg = await writeConfig(path.join(dir, service, "config.json"), {
-      dataDir,
-      listen: { [endpoint]: 0 },
-      extra: { limits: { connectionsPerClient: 5000, maxConnections: 5000, authFailureDelay: 0 } },
-    });
-    svc = await startService(service, cfg, service);
+    const { file: cfg } = await area.config(
+      { listen: { [endpoint]: 0 }, extra: { limits: { connectionsPerClient: 5000, maxConnections: 5000, authFailureDelay: 0 } } },
+      service,
+    );
+    const svc = await area.start(service, cfg, service);
     const port = svc.port(endpoint);
     if (service === "smtp") await sendMail(port, ["lx@lx.com"], makeMessage("seed", 1000));
     // Warm up the code paths the probe uses before the baseline.

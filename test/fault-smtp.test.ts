@@ -13,58 +13,29 @@ import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import {
   checkDelivered,
+  faultArea,
   hasService,
   maildirFiles,
   makeMessage,
-  type ServiceProcess,
+  FAULT_SEED as SEED,
   SmtpConn,
   sendMail,
   sleep,
-  startService,
-  tempDir,
   transaction,
   waitFor,
   which,
-  writeConfig,
 } from "./fault-helpers";
+import { prng } from "./helpers/prng";
 
 const haveSmtp = hasService("smtp");
 const describeSmtp = haveSmtp ? describe : describe.skip;
-const SEED = Number(process.env.FAULT_SEED ?? Date.now() % 1_000_000);
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-let dir: string;
-const procs: ServiceProcess[] = [];
-
-beforeEach(async () => {
-  dir = await tempDir("fault-smtp");
-});
-
-afterEach(async () => {
-  for (const p of procs.splice(0)) await p.stop();
-  await fs.rm(dir, { recursive: true, force: true });
-});
-
-async function start(cfg: string, label: string): Promise<ServiceProcess> {
-  const p = await startService("smtp", cfg, label);
-  procs.push(p);
-  return p;
-}
+const area = faultArea("fault-smtp", { perTest: true });
+const start = (cfg: string, label: string) => area.start("smtp", cfg, label);
 
 describeSmtp("SMTP under kill -9", () => {
   test(`every 250'd message survives repeated kill -9 mid-burst, complete and once (seed ${SEED})`, async () => {
-    const rnd = rng(SEED);
-    const dataDir = path.join(dir, "data");
-    const cfg = await writeConfig(path.join(dir, "config.json"), { dataDir, listen: { smtp: 0 } });
+    const rnd = prng(SEED);
+    const { file: cfg, dataDir } = await area.config({ listen: { smtp: 0 } });
     const sent = new Map<string, Buffer>();
     const acked = new Set<string>();
     const refusedTemp: string[] = [];
@@ -154,8 +125,7 @@ const describeStrace = haveSmtp && haveStrace ? describe : describe.skip;
 
 describeStrace("SMTP when fsync fails (strace fault injection)", () => {
   test("clients get 4xx, never 250, and nothing appears in new/", async () => {
-    const dataDir = path.join(dir, "data");
-    const cfg = await writeConfig(path.join(dir, "config.json"), { dataDir, listen: { smtp: 0 } });
+    const { file: cfg, dataDir } = await area.config({ listen: { smtp: 0 } });
     const svc = await start(cfg, "fsync");
     const port = svc.port("smtp");
     const lxDir = path.join(dataDir, "mail", "lx");
@@ -172,7 +142,7 @@ describeStrace("SMTP when fsync fails (strace fault injection)", () => {
         "-e",
         "inject=fsync,fdatasync,syncfs:error=EIO",
         "-o",
-        path.join(dir, "strace.out"),
+        path.join(area.dir, "strace.out"),
       ],
       { stdio: ["ignore", "ignore", "pipe"] },
     );
@@ -192,7 +162,7 @@ describeStrace("SMTP when fsync fails (strace fault injection)", () => {
       // Every transaction ended in a temporary failure at the end of DATA.
       for (const r of replies) expect(r).toMatch(/^DATA-end 4\d\d$/);
       // fsync was really called and failed (the injection is what we think it is).
-      const trace = await fs.readFile(path.join(dir, "strace.out"), "utf8");
+      const trace = await fs.readFile(path.join(area.dir, "strace.out"), "utf8");
       expect(trace).toMatch(/fsync\(\d+\)\s+= -1 EIO .*\(INJECTED\)/);
       expect((await maildirFiles(lxDir)).map((f) => f.name)).toEqual([]);
       expect(svc.alive).toBe(true);

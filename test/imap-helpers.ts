@@ -4,11 +4,10 @@
  * literals included.
  */
 import { execFile } from "node:child_process";
-import * as net from "node:net";
-import * as tls from "node:tls";
 import { ImapFlow, type ImapFlowOptions } from "imapflow";
 import { startImap } from "../imap";
 import { MaildirDelivery } from "../store/deliver";
+import { type RawConnectOptions, RawSocketClient } from "./helpers/raw-client";
 import { type EnvOptions, PASSWORDS, type ServiceEnv, startServiceEnv } from "./helpers/stack";
 
 export { PASSWORDS } from "./helpers/stack";
@@ -52,120 +51,32 @@ export interface Reply {
 }
 
 /** A raw IMAP client: responses are read exactly as sent; literals are read inline. */
-export class RawImap {
-  private buf = Buffer.alloc(0);
-  private waiters: Array<() => void> = [];
-  private ended = false;
+export class RawImap extends RawSocketClient {
   private n = 0;
-  socket!: net.Socket;
   greeting = "";
 
-  static async connect(port: number, opts: { tls?: boolean; ca?: string; greeting?: boolean } = {}): Promise<RawImap> {
-    const c = new RawImap();
-    await new Promise<void>((resolve, reject) => {
-      const s = opts.tls
-        ? tls.connect({ port, host: "127.0.0.1", ca: opts.ca, servername: "mail.lx.com" }, resolve)
-        : net.connect({ port, host: "127.0.0.1" }, resolve);
-      s.once("error", reject);
-      c.attach(s);
-    });
+  static async connect(port: number, opts: RawConnectOptions & { greeting?: boolean } = {}): Promise<RawImap> {
+    const c = await RawSocketClient.open(new RawImap(), port, opts);
     if (opts.greeting !== false) c.greeting = await c.response();
     return c;
   }
 
-  attach(s: net.Socket): void {
-    this.socket = s;
-    s.on("data", (d: Buffer) => {
-      this.buf = Buffer.concat([this.buf, d]);
-      this.wake();
-    });
-    s.on("error", () => undefined);
-    s.on("close", () => {
-      this.ended = true;
-      this.wake();
-    });
-  }
-
   /** Upgrades this connection to TLS (after STARTTLS). */
   async startTls(ca: string): Promise<void> {
-    const plain = this.socket;
-    plain.removeAllListeners("data");
-    plain.removeAllListeners("close");
-    await new Promise<void>((resolve, reject) => {
-      const s = tls.connect({ socket: plain, ca, servername: "mail.lx.com" }, resolve);
-      s.once("error", reject);
-      this.attach(s);
-    });
-  }
-
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
-  }
-
-  get isClosed(): boolean {
-    return this.ended;
-  }
-
-  get unread(): string {
-    return this.buf.toString("latin1");
-  }
-
-  async waitClosed(ms = 5000): Promise<boolean> {
-    const until = Date.now() + ms;
-    while (!this.ended && Date.now() < until) {
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, 50);
-        this.waiters.push(() => {
-          clearTimeout(t);
-          r();
-        });
-      });
-    }
-    return this.ended;
-  }
-
-  private async until(pred: () => number, timeoutMs = 10000): Promise<Buffer> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const n = pred();
-      if (n >= 0) {
-        const out = this.buf.subarray(0, n);
-        this.buf = this.buf.subarray(n);
-        return out;
-      }
-      if (this.ended) throw new Error(`connection closed; unread: ${JSON.stringify(this.unread)}`);
-      if (Date.now() > deadline) throw new Error(`timeout; unread: ${JSON.stringify(this.unread.slice(0, 2000))}`);
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, Math.max(1, deadline - Date.now()));
-        this.waiters.push(() => {
-          clearTimeout(t);
-          r();
-        });
-      });
-    }
+    await this.upgradeTls(ca);
   }
 
   /** One response (a line plus any literals it announces), as latin1 text without the final CRLF. */
-  async response(timeoutMs?: number): Promise<string> {
+  async response(timeoutMs = 10_000): Promise<string> {
     let out = "";
     for (;;) {
-      const line = await this.until(() => {
-        const i = this.buf.indexOf("\r\n");
-        return i < 0 ? -1 : i + 2;
-      }, timeoutMs);
-      const text = line.toString("latin1");
+      const text = (await this.rawLine(timeoutMs)).toString("latin1");
       const m = /~?\{(\d+)\}\r\n$/.exec(text);
       if (!m) return out + text.slice(0, -2);
       const size = Number(m[1]);
       const lit = await this.until(() => (this.buf.length >= size ? size : -1), timeoutMs);
       out += text + lit.toString("latin1");
     }
-  }
-
-  write(data: string | Buffer): void {
-    this.socket.write(data);
   }
 
   nextTag(): string {

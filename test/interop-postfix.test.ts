@@ -23,6 +23,8 @@ import type { RunningService } from "../lib/service";
 import { loadTls } from "../lib/tls";
 import { type RunningQueue, startQueue } from "../queue";
 import { startSmtp } from "../smtp";
+import { privateMasterCf } from "./helpers/postfix";
+import { listenAll } from "./helpers/stack";
 import { freePortOn, inbox, startOwnDns, startRemoteDns, type TestDns, tempDir, waitFor } from "./queue-fixtures";
 
 const POSTFIX = "/usr/sbin/postfix";
@@ -106,35 +108,7 @@ async function startPostfix(dir: string, opts: PostfixOptions): Promise<Postfix>
     "",
   ].join("\n");
   await fs.writeFile(path.join(etc, "main.cf"), main);
-  // Debian's master.cf without chroot (a private instance has no chroot jail set up).
-  const master = [
-    `${address}:${port} inet n - n - - smtpd`,
-    "pickup unix n - n 60 1 pickup",
-    "cleanup unix n - n - 0 cleanup",
-    "qmgr unix n - n 300 1 qmgr",
-    "tlsmgr unix - - n 1000? 1 tlsmgr",
-    "rewrite unix - - n - - trivial-rewrite",
-    "bounce unix - - n - 0 bounce",
-    "defer unix - - n - 0 bounce",
-    "trace unix - - n - 0 bounce",
-    "verify unix - - n - 1 verify",
-    "flush unix n - n 1000? 0 flush",
-    "proxymap unix - - n - - proxymap",
-    "proxywrite unix - - n - 1 proxymap",
-    "smtp unix - - n - - smtp",
-    "relay unix - - n - - smtp",
-    "showq unix n - n - - showq",
-    "error unix - - n - - error",
-    "retry unix - - n - - error",
-    "discard unix - - n - - discard",
-    "local unix - n n - - local",
-    "virtual unix - n n - - virtual",
-    "anvil unix - - n - 1 anvil",
-    "scache unix - - n - 1 scache",
-    "postlog unix-dgram n - n - 1 postlogd",
-    "",
-  ].join("\n");
-  await fs.writeFile(path.join(etc, "master.cf"), master);
+  await fs.writeFile(path.join(etc, "master.cf"), privateMasterCf(`${address}:${port}`));
   const started = await postfixCmd(["-c", etc, "start"]);
   const log = () => fs.readFile(path.join(dir, "postfix.log"), "utf8").catch(() => "");
   if (started.code !== 0) throw new Error(`postfix -c ${etc} start failed (${started.code}): ${started.out}\n${await log()}`);
@@ -171,17 +145,7 @@ beforeAll(async () => {
   pfDns = await startRemoteDns({ domain: "pf.test", hostname: "mx.pf.test", address: "127.0.0.1" });
   const base = loadStack("dev", {
     "mailstack:dataDir": path.join(dir, "mailstack"),
-    "mailstack:listen": {
-      address: "127.0.0.1",
-      smtp: msPort,
-      submission: false,
-      smtps: false,
-      pop3: false,
-      pop3s: false,
-      imap: false,
-      imaps: false,
-      dns: false,
-    },
+    "mailstack:listen": listenAll("127.0.0.1", { smtp: msPort }, false),
     "mailstack:queue": { minBackoff: 0.5, maxBackoff: 1, maxLifetime: 120, scanInterval: 0.5, remotePort: pfPort },
   });
   // The dev stack's own DNS (lx.com), trusting loopback and forwarding pf.test: the queue's resolver.
@@ -293,17 +257,7 @@ describe("Postfix → mailstack by MX, in a network namespace", () => {
     // namespace's loopback: DNS on 53 (resolv.conf has no port), SMTP on 25 (where MX mail goes).
     const overrides = {
       "mailstack:dataDir": msData,
-      "mailstack:listen": {
-        address: "127.0.0.1",
-        smtp: 25,
-        submission: false,
-        smtps: false,
-        pop3: false,
-        pop3s: false,
-        imap: false,
-        imaps: false,
-        dns: 53,
-      },
+      "mailstack:listen": listenAll("127.0.0.1", { smtp: 25, dns: 53 }, false),
       "mailstack:resolvers": ["127.0.0.1:53"],
     };
     const script = [

@@ -4,11 +4,10 @@
  */
 import { execFile } from "node:child_process";
 import { promises as fs } from "node:fs";
-import * as net from "node:net";
-import * as tls from "node:tls";
 import { startPop3 } from "../pop3";
 import { MaildirDelivery } from "../store/deliver";
 import { MaildirStore } from "../store/mailstore";
+import { type RawConnectOptions, RawSocketClient } from "./helpers/raw-client";
 import { type EnvOptions, PASSWORDS, type ServiceEnv, startServiceEnv } from "./helpers/stack";
 
 export { type EnvOptions, PASSWORDS } from "./helpers/stack";
@@ -56,80 +55,14 @@ export function message(subject: string, body: string[]): string {
 }
 
 /** A raw POP3 client: every reply is read exactly as sent. */
-export class RawClient {
-  private buf = Buffer.alloc(0);
-  private waiters: Array<() => void> = [];
-  private ended = false;
-  socket!: net.Socket;
-  readonly closedPromise: Promise<void>;
-  private resolveClosed!: () => void;
-
-  private constructor() {
-    this.closedPromise = new Promise((r) => {
-      this.resolveClosed = r;
-    });
-  }
-
-  static async connect(port: number, opts: { tls?: boolean; ca?: string } = {}): Promise<RawClient> {
-    const c = new RawClient();
-    await new Promise<void>((resolve, reject) => {
-      const s = opts.tls
-        ? tls.connect({ port, host: "127.0.0.1", ca: opts.ca, servername: "mail.lx.com" }, resolve)
-        : net.connect({ port, host: "127.0.0.1" }, resolve);
-      s.once("error", reject);
-      c.attach(s);
-    });
-    return c;
-  }
-
-  private attach(s: net.Socket): void {
-    this.socket = s;
-    s.on("data", (d: Buffer) => {
-      this.buf = Buffer.concat([this.buf, d]);
-      this.wake();
-    });
-    s.on("error", () => undefined);
-    s.on("close", () => {
-      this.ended = true;
-      this.resolveClosed();
-      this.wake();
-    });
-  }
-
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
-  }
-
-  get isClosed(): boolean {
-    return this.ended;
-  }
-
-  /** Everything received and not yet read. */
-  get unread(): string {
-    return this.buf.toString("latin1");
-  }
-
-  private async until(pred: () => number): Promise<Buffer> {
-    for (;;) {
-      const n = pred();
-      if (n >= 0) {
-        const out = this.buf.subarray(0, n);
-        this.buf = this.buf.subarray(n);
-        return out;
-      }
-      if (this.ended) throw new Error(`connection closed; unread: ${JSON.stringify(this.unread)}`);
-      await new Promise<void>((r) => this.waiters.push(r));
-    }
+export class RawClient extends RawSocketClient {
+  static async connect(port: number, opts: RawConnectOptions = {}): Promise<RawClient> {
+    return RawSocketClient.open(new RawClient(), port, opts);
   }
 
   /** One line without its CRLF. */
   async line(): Promise<string> {
-    const b = await this.until(() => {
-      const i = this.buf.indexOf("\r\n");
-      return i < 0 ? -1 : i + 2;
-    });
+    const b = await this.rawLine();
     return b.subarray(0, b.length - 2).toString("latin1");
   }
 
@@ -140,10 +73,6 @@ export class RawClient {
       const i = this.buf.indexOf("\r\n.\r\n");
       return i < 0 ? -1 : i + 5;
     });
-  }
-
-  write(data: string | Buffer): void {
-    this.socket.write(data);
   }
 
   /** Sends a command and returns its status line. */
@@ -172,14 +101,7 @@ export class RawClient {
     this.write(`STLS\r\n${inject}`);
     const reply = await this.line();
     if (!reply.startsWith("+OK")) return reply;
-    const plain = this.socket;
-    plain.removeAllListeners("data");
-    plain.removeAllListeners("close");
-    await new Promise<void>((resolve, reject) => {
-      const s = tls.connect({ socket: plain, ca, servername: "mail.lx.com" }, resolve);
-      s.once("error", reject);
-      this.attach(s);
-    });
+    await this.upgradeTls(ca);
     return reply;
   }
 
@@ -189,7 +111,7 @@ export class RawClient {
 
   /** QUIT (which releases a maildrop lock before its reply) and wait for the close. */
   async quit(): Promise<void> {
-    if (this.ended) return;
+    if (this.isClosed) return;
     this.write("QUIT\r\n");
     const timer = setTimeout(() => this.destroy(), 2000);
     await this.closedPromise;

@@ -14,6 +14,7 @@ import * as path from "node:path";
 import pino from "pino";
 import { startQueue } from "../queue";
 import { listIds, queuePaths, Spool } from "../queue/spool";
+import { privateMasterCf } from "./helpers/postfix";
 import { freePortOn, queueConfig, startOwnDns, startRemoteDns, tempDir } from "./queue-fixtures";
 
 const N = Number(process.env.N ?? 3000);
@@ -87,34 +88,7 @@ async function postfix() {
       "",
     ].join("\n"),
   );
-  await fs.writeFile(
-    path.join(etc, "master.cf"),
-    [
-      `127.0.0.1:${inPort} inet n - n - - smtpd`,
-      "pickup unix n - n 60 1 pickup",
-      "cleanup unix n - n - 0 cleanup",
-      "qmgr unix n - n 300 1 qmgr",
-      "tlsmgr unix - - n 1000? 1 tlsmgr",
-      "rewrite unix - - n - - trivial-rewrite",
-      "bounce unix - - n - 0 bounce",
-      "defer unix - - n - 0 bounce",
-      "trace unix - - n - 0 bounce",
-      "verify unix - - n - 1 verify",
-      "flush unix n - n 1000? 0 flush",
-      "proxymap unix - - n - - proxymap",
-      "proxywrite unix - - n - 1 proxymap",
-      "smtp unix - - n - - smtp",
-      "relay unix - - n - - smtp",
-      "showq unix n - n - - showq",
-      "error unix - - n - - error",
-      "retry unix - - n - - error",
-      "discard unix - - n - - discard",
-      "anvil unix - - n - 1 anvil",
-      "scache unix - - n - 1 scache",
-      "postlog unix-dgram n - n - 1 postlogd",
-      "",
-    ].join("\n"),
-  );
+  await fs.writeFile(path.join(etc, "master.cf"), privateMasterCf(`127.0.0.1:${inPort}`));
   console.log(await run("postfix", ["-c", etc, "start"]));
   // Sink down: everything is deferred; then the sink comes up and the queue is flushed.
   await run("smtp-source", ["-s", "20", "-l", "1024", "-m", String(N), "-f", "a@bench.test", "-t", "r@sink.test", `127.0.0.1:${inPort}`]);

@@ -25,19 +25,14 @@ function run(cmd: string, args: string[]): Promise<{ code: number; out: string }
 
 const count = async (user: string, needle: string) => (await inbox(server.config.dataDir, user)).filter((m) => m.data.includes(needle));
 const server_ = (name: "smtp" | "submission" | "smtps") => `127.0.0.1:${server.port(name)}`;
+/** swaks against one of the test server's listeners. */
+const swaks = (name: "smtp" | "submission", ...args: string[]) => run("swaks", ["--server", server_(name), ...args]);
+/** swaks options to authenticate as lx with `mechanism`. */
+const asLx = (mechanism: string) => ["--auth", mechanism, "--auth-user", "lx", "--auth-password", "lx-password"];
 
 describe("swaks", () => {
   it("delivers a message to a user", async () => {
-    const r = await run("swaks", [
-      "--server",
-      server_("smtp"),
-      "--from",
-      "lisi@sina.com",
-      "--to",
-      "lx@lx.com",
-      "--header",
-      "Subject: swaks-plain",
-    ]);
+    const r = await swaks("smtp", "--from", "lisi@sina.com", "--to", "lx@lx.com", "--header", "Subject: swaks-plain");
     expect(r.out).toContain("250 2.0.0 Ok: queued as");
     expect(r.code).toBe(0);
     const [m] = await count("lx", "Subject: swaks-plain");
@@ -45,23 +40,8 @@ describe("swaks", () => {
   });
 
   it("relays after STARTTLS and AUTH on submission", async () => {
-    const r = await run("swaks", [
-      "--server",
-      server_("submission"),
-      "--from",
-      "lx@lx.com",
-      "--to",
-      "wangwu@sohu.com",
-      "-tls",
-      "--auth",
-      "PLAIN",
-      "--auth-user",
-      "lx",
-      "--auth-password",
-      "lx-password",
-      "--header",
-      "Subject: swaks-relay",
-    ]);
+    const args = ["--from", "lx@lx.com", "--to", "wangwu@sohu.com", "-tls", ...asLx("PLAIN"), "--header", "Subject: swaks-relay"];
+    const r = await swaks("submission", ...args);
     expect(r.out).toContain("235 2.7.0 Authentication successful");
     expect(r.code).toBe(0);
     const entries = (await queued(server.config.dataDir)).map((f) => decodeEntry(f)).filter((e) => e.data.includes("swaks-relay"));
@@ -69,21 +49,10 @@ describe("swaks", () => {
   });
 
   it("is refused relaying without AUTH, and plaintext AUTH without TLS", async () => {
-    const relay = await run("swaks", ["--server", server_("smtp"), "--from", "a@example.org", "--to", "wangwu@sohu.com"]);
+    const relay = await swaks("smtp", "--from", "a@example.org", "--to", "wangwu@sohu.com");
     expect(relay.out).toContain("554 5.7.1");
     expect(relay.code).not.toBe(0);
-    const auth = await run("swaks", [
-      "--server",
-      server_("smtp"),
-      "--to",
-      "lx@lx.com",
-      "--auth",
-      "LOGIN",
-      "--auth-user",
-      "lx",
-      "--auth-password",
-      "lx-password",
-    ]);
+    const auth = await swaks("smtp", "--to", "lx@lx.com", ...asLx("LOGIN"));
     // AUTH is not advertised without TLS to an untrusted client, so swaks gives up.
     expect(auth.code).not.toBe(0);
     expect(auth.out).toMatch(/did not advertise|not supported/i);
@@ -93,6 +62,9 @@ describe("swaks", () => {
 
 describe("curl", () => {
   let file: string;
+  /** curl uploading `file` from `from` to `rcpt` at `url`, with `opts` (TLS, credentials). */
+  const send = (url: string, from: string, rcpt: string, ...opts: string[]) =>
+    run("curl", ["-sS", ...opts, url, "--mail-from", from, "--mail-rcpt", rcpt, "--upload-file", file]);
   beforeAll(async () => {
     file = path.join(tmpDir("mailstack-curl-"), "mail.txt");
     // Bare LF line ends on purpose: the server stores CRLF.
@@ -100,16 +72,7 @@ describe("curl", () => {
   });
 
   it("delivers over smtp:// to an alias", async () => {
-    const r = await run("curl", [
-      "-sS",
-      `smtp://${server_("smtp")}`,
-      "--mail-from",
-      "curl@example.org",
-      "--mail-rcpt",
-      "bin@lx.com",
-      "--upload-file",
-      file,
-    ]);
+    const r = await send(`smtp://${server_("smtp")}`, "curl@example.org", "bin@lx.com");
     expect(r.out).toBe("");
     expect(r.code).toBe(0);
     const [m] = await count("lx", "Subject: curl-plain");
@@ -118,68 +81,22 @@ describe("curl", () => {
   });
 
   it("authenticates over smtps:// (implicit TLS)", async () => {
-    const r = await run("curl", [
-      "-sS",
-      "-k",
-      `smtps://${server_("smtps")}`,
-      "--user",
-      "lei:lei-password",
-      "--mail-from",
-      "lei@lx.com",
-      "--mail-rcpt",
-      "lx@lx.com",
-      "--upload-file",
-      file,
-    ]);
+    const r = await send(`smtps://${server_("smtps")}`, "lei@lx.com", "lx@lx.com", "-k", "--user", "lei:lei-password");
     expect(r.code).toBe(0);
     expect((await count("lx", "Subject: curl-plain")).filter((m) => /with ESMTPSA id/.test(m.data))).toHaveLength(1);
   });
 
   it("authenticates after STARTTLS (--ssl-reqd) on submission", async () => {
-    const r = await run("curl", [
-      "-sS",
-      "-k",
-      "--ssl-reqd",
-      `smtp://${server_("submission")}`,
-      "--user",
-      "lx:lx-password",
-      "--mail-from",
-      "lx@lx.com",
-      "--mail-rcpt",
-      "lei@lx.com",
-      "--upload-file",
-      file,
-    ]);
+    const r = await send(`smtp://${server_("submission")}`, "lx@lx.com", "lei@lx.com", "-k", "--ssl-reqd", "--user", "lx:lx-password");
     expect(r.code).toBe(0);
     expect(await count("lei", "Subject: curl-plain")).toHaveLength(1);
   });
 
   it("fails for an unknown recipient and a wrong password", async () => {
-    const unknown = await run("curl", [
-      "-sS",
-      `smtp://${server_("smtp")}`,
-      "--mail-from",
-      "a@example.org",
-      "--mail-rcpt",
-      "ghost@lx.com",
-      "--upload-file",
-      file,
-    ]);
+    const unknown = await send(`smtp://${server_("smtp")}`, "a@example.org", "ghost@lx.com");
     expect(unknown.code).not.toBe(0);
     expect(unknown.out).toContain("550");
-    const wrong = await run("curl", [
-      "-sS",
-      "-k",
-      `smtps://${server_("smtps")}`,
-      "--user",
-      "lx:nope",
-      "--mail-from",
-      "lx@lx.com",
-      "--mail-rcpt",
-      "lei@lx.com",
-      "--upload-file",
-      file,
-    ]);
+    const wrong = await send(`smtps://${server_("smtps")}`, "lx@lx.com", "lei@lx.com", "-k", "--user", "lx:nope");
     expect(wrong.code).toBe(67); // CURLE_LOGIN_DENIED
   });
 });

@@ -312,29 +312,3 @@ async function readTail(file: string, bytes = 4000): Promise<string> {
   const t = await fs.readFile(file, "utf8").catch(() => "");
   return t.slice(-bytes);
 }
-
-/** A self-signed certificate for mailstack's TLS listeners (so no service generates one). */
-export async function makeCert(dir: string): Promise<{ certFile: string; keyFile: string }> {
-  const { run } = await import("./util");
-  const certFile = path.join(dir, "cert.pem");
-  const keyFile = path.join(dir, "key.pem");
-  await fs.mkdir(dir, { recursive: true });
-  await run("openssl", [
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-days",
-    "2",
-    "-subj",
-    "/CN=mail.lx.com",
-    "-keyout",
-    keyFile,
-    "-out",
-    certFile,
-  ]);
-  return { certFile, keyFile };
-}

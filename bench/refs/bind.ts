@@ -7,7 +7,8 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, promises as fs, openSync } from "node:fs";
 import * as path from "node:path";
 import { processTree } from "../lib/procmem";
-import { waitUntil, within } from "../lib/util";
+import { waitUntil } from "../lib/util";
+import { stopChild } from "./daemon";
 import { gidOf, uidOf } from "./postfix";
 
 export interface ZoneFile {
@@ -85,14 +86,6 @@ ${zones}
   }
 
   async stop(): Promise<void> {
-    const c = this.child;
-    if (!c || c.exitCode !== null || c.signalCode !== null) return;
-    const exited = new Promise<void>((r) => c.once("exit", () => r()));
-    c.kill("SIGTERM");
-    const ok = await within(exited, 10_000);
-    if (!ok) {
-      c.kill("SIGKILL");
-      await exited;
-    }
+    await stopChild(this.child, 10_000);
   }
 }

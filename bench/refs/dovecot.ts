@@ -8,10 +8,11 @@
 import { spawn } from "node:child_process";
 import { closeSync, promises as fs, openSync } from "node:fs";
 import * as path from "node:path";
-import { ImapClient } from "../lib/imap-client";
-import { processTree } from "../lib/procmem";
-import { sleep, waitForPort, waitUntil } from "../lib/util";
-import { alive, safeKill } from "./postfix";
+import { ImapClient } from "../../test/helpers/imap-client";
+import { type Ctx, onCleanup } from "../lib/context";
+import { type Mem, MemSampler, memOf } from "../lib/procmem";
+import { freePort, sleep, waitForPort } from "../lib/util";
+import { MasterDaemon } from "./daemon";
 
 export interface DovecotOptions {
   root: string;
@@ -24,12 +25,13 @@ export interface DovecotOptions {
   gid: number;
 }
 
-export class DovecotInstance {
+export class DovecotInstance extends MasterDaemon {
   readonly confFile: string;
   readonly logFile: string;
   readonly baseDir: string;
 
   constructor(readonly o: DovecotOptions) {
+    super(path.join(o.root, "run", "master.pid"), "dovecot");
     this.confFile = path.join(o.root, "dovecot.conf");
     this.logFile = path.join(o.root, "dovecot.log");
     this.baseDir = path.join(o.root, "run");
@@ -62,24 +64,8 @@ userdb {
   driver = passwd-file
   args = ${path.join(o.root, "passwd")}
 }
-service imap-login {
-  inet_listener imap {
-    address = 127.0.0.1
-    port = ${o.imapPort}
-  }
-  inet_listener imaps {
-    port = 0
-  }
-}
-service pop3-login {
-  inet_listener pop3 {
-    address = 127.0.0.1
-    port = ${o.pop3Port}
-  }
-  inet_listener pop3s {
-    port = 0
-  }
-}
+${loginService("imap", o.imapPort)}
+${loginService("pop3", o.pop3Port)}
 protocol imap {
   mail_plugins =
 }
@@ -125,26 +111,53 @@ protocol imap {
       }
     }
   }
+}
 
-  async masterPid(): Promise<number | null> {
-    const t = await fs.readFile(path.join(this.baseDir, "master.pid"), "utf8").catch(() => "");
-    const pid = Number(t.trim());
-    return pid > 0 ? pid : null;
+/** A login service listening on 127.0.0.1:`port` in plaintext; its implicit-TLS listener off. */
+function loginService(protocol: "imap" | "pop3", port: number): string {
+  return `service ${protocol}-login {
+  inet_listener ${protocol} {
+    address = 127.0.0.1
+    port = ${port}
   }
+  inet_listener ${protocol}s {
+    port = 0
+  }
+}`;
+}
 
-  async pids(): Promise<number[]> {
-    const pid = await this.masterPid();
-    return pid ? processTree(pid) : [];
-  }
+/** A Dovecot started for a scenario: stopped with the context, its processes' memory sampled. */
+export interface SampledDovecot {
+  dv: DovecotInstance;
+  /** Memory of its processes once started and settled. */
+  idle: Mem;
+  /** Stops sampling; returns the peak. */
+  stopSampling(): Mem;
+}
 
-  async stop(): Promise<void> {
-    const pid = await this.masterPid();
-    if (!pid) return;
-    const tree = processTree(pid);
-    safeKill(pid, "SIGTERM");
-    await waitUntil(() => tree.every((p) => !alive(p)), "dovecot to stop", 15_000, 100).catch(async () => {
-      for (const p of tree) if (alive(p)) safeKill(p, "SIGKILL");
-      await sleep(200);
-    });
-  }
+/**
+ * Starts Dovecot on free loopback ports over `mailDir`, waits `settleMs`, then samples the
+ * memory of its process tree every `sampleMs` (the tree re-read every `refreshMs`).
+ */
+export async function startSampledDovecot(
+  ctx: Ctx,
+  o: Omit<DovecotOptions, "imapPort" | "pop3Port">,
+  timing: { settleMs: number; sampleMs: number; refreshMs: number },
+): Promise<SampledDovecot> {
+  const dv = new DovecotInstance({ ...o, imapPort: await freePort(), pop3Port: await freePort() });
+  onCleanup(ctx, () => dv.stop());
+  await dv.start();
+  await sleep(timing.settleMs);
+  let pids = await dv.pids();
+  const idle = memOf(pids);
+  const sampler = new MemSampler(() => pids, timing.sampleMs).start();
+  const refresh = setInterval(async () => (pids = await dv.pids()), timing.refreshMs);
+  return {
+    dv,
+    idle,
+    stopSampling: () => {
+      clearInterval(refresh);
+      return sampler.stop();
+    },
+  };
 }

@@ -13,8 +13,9 @@
  */
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
-import { processTree } from "../lib/procmem";
-import { exec, run, sleep, waitForPort, waitUntil } from "../lib/util";
+import { privateMasterCf } from "../../test/helpers/postfix";
+import { exec, run, waitForPort } from "../lib/util";
+import { MasterDaemon } from "./daemon";
 
 export interface PostfixOptions {
   root: string;
@@ -32,12 +33,13 @@ export interface PostfixOptions {
   hold?: boolean;
 }
 
-export class PostfixInstance {
+export class PostfixInstance extends MasterDaemon {
   readonly confDir: string;
   readonly queueDir: string;
   readonly logFile: string;
 
   constructor(readonly o: PostfixOptions) {
+    super(path.join(o.root, "spool", "pid", "master.pid"), "postfix");
     this.confDir = path.join(o.root, "etc");
     this.queueDir = path.join(o.root, "spool");
     this.logFile = path.join(o.root, "maillog");
@@ -92,25 +94,10 @@ export class PostfixInstance {
     return `${lines.join("\n")}\n`;
   }
 
-  /** Debian's master.cf with the smtp listener on our port and chroot off everywhere. */
+  /** Debian's master.cf (this machine's, or Debian 12's) with the smtp listener on our port and chroot off everywhere. */
   async masterCf(): Promise<string> {
-    const stock = await fs.readFile("/etc/postfix/master.cf", "utf8").catch(() => null);
-    const services = stock ?? FALLBACK_MASTER_CF;
-    const out: string[] = [];
-    for (const line of services.split("\n")) {
-      const f = line.split(/\s+/);
-      if (/^smtp\s+inet\s/.test(line)) {
-        out.push(`127.0.0.1:${this.o.port} inet n - n - - smtpd`);
-        continue;
-      }
-      if (!line.startsWith("#") && !/^\s/.test(line) && f.length >= 8 && /^(inet|unix|unix-dgram|fifo|pass)$/.test(f[1]!)) {
-        f[4] = "n";
-        out.push(f.join(" "));
-        continue;
-      }
-      out.push(line);
-    }
-    return out.join("\n");
+    const stock = await fs.readFile("/etc/postfix/master.cf", "utf8").catch(() => undefined);
+    return privateMasterCf(`127.0.0.1:${this.o.port}`, stock);
   }
 
   async start(): Promise<void> {
@@ -131,18 +118,6 @@ export class PostfixInstance {
     await waitForPort(this.o.port);
   }
 
-  async masterPid(): Promise<number | null> {
-    const t = await fs.readFile(path.join(this.queueDir, "pid", "master.pid"), "utf8").catch(() => "");
-    const pid = Number(t.trim());
-    return pid > 0 ? pid : null;
-  }
-
-  /** Master and all its children (for memory). */
-  async pids(): Promise<number[]> {
-    const pid = await this.masterPid();
-    return pid ? processTree(pid) : [];
-  }
-
   /** Releases held mail and asks the queue manager to deliver it now. */
   async release(): Promise<void> {
     await run("postsuper", ["-c", this.confDir, "-H", "ALL"]);
@@ -160,22 +135,6 @@ export class PostfixInstance {
     for (const q of ["incoming", "active", "deferred", "hold", "maildrop"]) n += await countFiles(path.join(this.queueDir, q));
     return n;
   }
-
-  /** Stops the master by its PID (SIGTERM: it stops its children), and waits until all are gone. */
-  async stop(): Promise<void> {
-    const pid = await this.masterPid();
-    if (!pid) return;
-    const tree = processTree(pid);
-    try {
-      process.kill(pid, "SIGTERM");
-    } catch {
-      return;
-    }
-    await waitUntil(() => tree.every((p) => !alive(p)), "postfix to stop", 15_000, 100).catch(async () => {
-      for (const p of tree) if (alive(p)) safeKill(p, "SIGKILL");
-      await sleep(200);
-    });
-  }
 }
 
 async function countFiles(dir: string): Promise<number> {
@@ -188,23 +147,6 @@ async function countFiles(dir: string): Promise<number> {
   }
   for (const e of entries) n += e.isDirectory() ? await countFiles(path.join(dir, e.name)) : 1;
   return n;
-}
-
-export function alive(pid: number): boolean {
-  try {
-    const st = require("node:fs").readFileSync(`/proc/${pid}/stat`, "utf8") as string;
-    return !/\) Z /.test(st);
-  } catch {
-    return false;
-  }
-}
-
-export function safeKill(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // already gone
-  }
 }
 
 export async function uidOf(user: string): Promise<number> {
@@ -220,31 +162,3 @@ export async function gidOf(user: string): Promise<number> {
   if (!line) throw new Error(`no user ${user} in /etc/passwd`);
   return Number(line.split(":")[3]);
 }
-
-/** Debian 12's master.cf services, for a machine without /etc/postfix/master.cf. */
-const FALLBACK_MASTER_CF = `smtp      inet  n       -       y       -       -       smtpd
-pickup    unix  n       -       y       60      1       pickup
-cleanup   unix  n       -       y       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       y       1000?   1       tlsmgr
-rewrite   unix  -       -       y       -       -       trivial-rewrite
-bounce    unix  -       -       y       -       0       bounce
-defer     unix  -       -       y       -       0       bounce
-trace     unix  -       -       y       -       0       bounce
-verify    unix  -       -       y       -       1       verify
-flush     unix  n       -       y       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       y       -       -       smtp
-relay     unix  -       -       y       -       -       smtp
-showq     unix  n       -       y       -       -       showq
-error     unix  -       -       y       -       -       error
-retry     unix  -       -       y       -       -       error
-discard   unix  -       -       y       -       -       discard
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-lmtp      unix  -       -       y       -       -       lmtp
-anvil     unix  -       -       y       -       1       anvil
-scache    unix  -       -       y       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-`;

@@ -4,7 +4,8 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, promises as fs, openSync } from "node:fs";
-import { waitForPort, within } from "../lib/util";
+import { waitForPort } from "../lib/util";
+import { stopChild } from "./daemon";
 
 export class SmtpSink {
   private child: ChildProcess | null = null;
@@ -42,14 +43,6 @@ export class SmtpSink {
   }
 
   async stop(): Promise<void> {
-    const c = this.child;
-    if (!c || c.exitCode !== null || c.signalCode !== null) return;
-    const exited = new Promise<void>((r) => c.once("exit", () => r()));
-    c.kill("SIGTERM");
-    const ok = await within(exited, 5000);
-    if (!ok) {
-      c.kill("SIGKILL");
-      await exited;
-    }
+    await stopChild(this.child, 5000);
   }
 }

@@ -13,25 +13,22 @@
  */
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
-import { type Ctx, onCleanup, recordReference, recordService, startService } from "../lib/context";
-import { ImapClient, ok } from "../lib/imap-client";
+import { ImapClient, ok } from "../../test/helpers/imap-client";
+import { type Ctx, recordReference, recordService, startService } from "../lib/context";
 import { makeMessage, writeFolder } from "../lib/maildir";
 import { type BenchUser, benchUsers, type ServiceProcess, writeStackConfig } from "../lib/mailstack";
-import { type Mem, MemSampler, memOf } from "../lib/procmem";
-import { freePort, log, prng, sleep } from "../lib/util";
-import { DovecotInstance } from "../refs/dovecot";
+import type { Mem } from "../lib/procmem";
+import { log, prng, sleep } from "../lib/util";
+import { type SampledDovecot, startSampledDovecot } from "../refs/dovecot";
 import { gidOf, uidOf } from "../refs/postfix";
 
 interface Servers {
   ms: ServiceProcess;
-  dv: DovecotInstance;
+  dovecot: SampledDovecot;
   msPort: number;
   dvPort: number;
   users: BenchUser[];
-  dvSampler: MemSampler;
-  dvIdle: Mem;
   msIdle: Mem;
-  stopSampling: () => void;
 }
 
 /** Writes the same folders for both servers, then starts mailstack IMAP and Dovecot. */
@@ -54,42 +51,20 @@ async function setup(ctx: Ctx, label: string, users: BenchUser[], folder: Parame
     extra: { limits: { connectionsPerClient: 1000, maxConnections: 5000, authFailureDelay: 0 } },
   });
   const ms = await startService(ctx, "imap", cfg, label);
-  const dv = new DovecotInstance({
-    root: path.join(root, "dovecot"),
-    mailDir: dvMail,
-    imapPort: await freePort(),
-    pop3Port: await freePort(),
-    users,
-    uid,
-    gid,
-  });
-  onCleanup(ctx, () => dv.stop());
-  await dv.start();
-  await sleep(500);
-  let dvPids = await dv.pids();
-  const refresh = setInterval(async () => (dvPids = await dv.pids()), 250);
-  const dvIdle = memOf(dvPids);
-  const dvSampler = new MemSampler(() => dvPids, 200).start();
-  return {
-    ms,
-    dv,
-    msPort: ms.port("imap"),
-    dvPort: dv.o.imapPort,
-    users,
-    dvSampler,
-    dvIdle,
-    msIdle: ms.mem(),
-    stopSampling: () => clearInterval(refresh),
-  };
+  const dovecot = await startSampledDovecot(
+    ctx,
+    { root: path.join(root, "dovecot"), mailDir: dvMail, users, uid, gid },
+    { settleMs: 500, sampleMs: 200, refreshMs: 250 },
+  );
+  return { ms, dovecot, msPort: ms.port("imap"), dvPort: dovecot.dv.o.imapPort, users, msIdle: ms.mem() };
 }
 
 async function teardown(ctx: Ctx, s: Servers, scenario: string): Promise<void> {
-  s.stopSampling();
-  const dvPeak = s.dvSampler.stop();
+  const dvPeak = s.dovecot.stopSampling();
   recordService(ctx, s.ms, scenario, s.msIdle);
-  recordReference(ctx, "dovecot", scenario, s.dvIdle, dvPeak);
+  recordReference(ctx, "dovecot", scenario, s.dovecot.idle, dvPeak);
   await s.ms.stop();
-  await s.dv.stop();
+  await s.dovecot.dv.stop();
 }
 
 interface MixResult {
@@ -206,27 +181,20 @@ export async function imapScenario(ctx: Ctx): Promise<void> {
       )
       .join("; ");
     const refName = `Dovecot ${ctx.versions.dovecot ?? ""}`.trim();
-    ctx.rows.push({
-      scenario: "IMAP mixed sessions",
-      metric: `10 clients, ${seconds} s: sessions`,
-      unit: "sessions/s",
-      mailstack: ms.sessions / ms.seconds,
-      reference: dv.sessions / dv.seconds,
-      refName,
-      better: "higher",
-      goalRatio: 1.0,
-      ...(note ? { note } : {}),
-    });
-    ctx.rows.push({
-      scenario: "IMAP mixed sessions",
-      metric: `10 clients, ${seconds} s: commands`,
-      unit: "cmd/s",
-      mailstack: ms.commands / ms.seconds,
-      reference: dv.commands / dv.seconds,
-      refName,
-      better: "higher",
-      goalRatio: 1.0,
-    });
+    const row = (what: "sessions" | "commands", unit: string, extra: { note?: string } = {}) =>
+      ctx.rows.push({
+        scenario: "IMAP mixed sessions",
+        metric: `10 clients, ${seconds} s: ${what}`,
+        unit,
+        mailstack: ms[what] / ms.seconds,
+        reference: dv[what] / dv.seconds,
+        refName,
+        better: "higher",
+        goalRatio: 1.0,
+        ...extra,
+      });
+    row("sessions", "sessions/s", note ? { note } : {});
+    row("commands", "cmd/s");
   } finally {
     await teardown(ctx, s, "imap mix");
   }

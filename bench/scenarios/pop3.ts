@@ -11,13 +11,12 @@
 import { once } from "node:events";
 import * as net from "node:net";
 import * as path from "node:path";
-import { type Ctx, onCleanup, recordReference, recordService, startService } from "../lib/context";
+import { Pop3Client } from "../../test/helpers/pop3-client";
+import { type Ctx, recordReference, recordService, startService } from "../lib/context";
 import { makeMessage, writeFolder } from "../lib/maildir";
 import { type BenchUser, benchUsers, writeStackConfig } from "../lib/mailstack";
-import { Pop3Client } from "../lib/pop3-client";
-import { MemSampler, memOf } from "../lib/procmem";
-import { freePort, log, median, prng, sleep } from "../lib/util";
-import { DovecotInstance } from "../refs/dovecot";
+import { log, median, prng, sleep } from "../lib/util";
+import { startSampledDovecot } from "../refs/dovecot";
 import { gidOf, uidOf } from "../refs/postfix";
 
 interface Session {
@@ -126,29 +125,20 @@ export async function pop3Scenario(ctx: Ctx): Promise<void> {
     `  mailstack: first ${msFirst.ms.toFixed(0)} ms, again ${median(msAgain.map((s) => s.ms)).toFixed(0)} ms (${msFirst.messages} msgs, ${msFirst.bytes} bytes)`,
   );
 
-  const dv = new DovecotInstance({
-    root: path.join(root, "dovecot"),
-    mailDir: dvMail,
-    imapPort: await freePort(),
-    pop3Port: await freePort(),
-    users,
-    uid,
-    gid,
-  });
-  onCleanup(ctx, () => dv.stop());
-  await dv.start();
-  await sleep(300);
-  let pids = await dv.pids();
-  const dvIdle = memOf(pids);
-  const sampler = new MemSampler(() => pids, 100).start();
-  const refresh = setInterval(async () => (pids = await dv.pids()), 100);
+  const {
+    dv,
+    idle: dvIdle,
+    stopSampling,
+  } = await startSampledDovecot(
+    ctx,
+    { root: path.join(root, "dovecot"), mailDir: dvMail, users, uid, gid },
+    { settleMs: 300, sampleMs: 100, refreshMs: 100 },
+  );
   log(`pop3: Dovecot, ${count} messages`);
   const dvFirst = await session(dv.o.pop3Port, user);
   const dvAgain: Session[] = [];
   for (let i = 0; i < repeats; i++) dvAgain.push(await session(dv.o.pop3Port, user));
-  clearInterval(refresh);
-  const dvPeak = sampler.stop();
-  recordReference(ctx, "dovecot", "pop3", dvIdle, dvPeak);
+  recordReference(ctx, "dovecot", "pop3", dvIdle, stopSampling());
   await dv.stop();
   log(
     `  Dovecot:   first ${dvFirst.ms.toFixed(0)} ms, again ${median(dvAgain.map((s) => s.ms)).toFixed(0)} ms (${dvFirst.messages} msgs, ${dvFirst.bytes} bytes)`,

@@ -29,13 +29,25 @@ export const PASSWORDS: Record<string, string> = { lx: "lx-password", lei: "lei-
 
 const ENDPOINTS: EndpointName[] = ["smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps", "dns"];
 
+/**
+ * A `mailstack:listen` value: every endpoint on `address`, each at its port in `ports`, the
+ * others at `rest` (0: an ephemeral port; false: off).
+ */
+export function listenAll(
+  address: string,
+  ports: Partial<Record<EndpointName, number | false>> = {},
+  rest: 0 | false = 0,
+): Record<string, unknown> {
+  const listen: Record<string, unknown> = { address };
+  for (const e of ENDPOINTS) listen[e] = ports[e] ?? rest;
+  return listen;
+}
+
 export function testStack(opts: TestStackOptions): { config: MailConfig; dataDir: string } {
   const dataDir = opts.dataDir ?? mkdtempSync(path.join(tmpdir(), opts.prefix ?? "mailstack-test-"));
-  const listen: Record<string, unknown> = { address: "127.0.0.1" };
-  for (const e of ENDPOINTS) listen[e] = opts.listen.includes(e) ? 0 : false;
   const overrides: Record<string, unknown> = {
     "mailstack:dataDir": dataDir,
-    "mailstack:listen": listen,
+    "mailstack:listen": listenAll("127.0.0.1", Object.fromEntries(opts.listen.map((e) => [e, 0])), false),
     "mailstack:limits": { authFailureDelay: 0.05, ...(opts.limits ?? {}) },
   };
   if (opts.trustedNetworks) overrides["mailstack:trustedNetworks"] = opts.trustedNetworks;

@@ -1,10 +1,11 @@
 /**
- * A minimal IMAP4rev1 client over a plain socket, for load generation: one command at a time,
- * synchronizing literals for APPEND, literals in responses read by byte count. It keeps only
- * what the benchmark needs (the tagged status, the untagged lines, literal byte counts), so the
- * client costs little CPU next to the server it measures.
+ * A minimal IMAP4rev1 client over a plain socket, for load generation (the benchmark) and for
+ * tests that want the wire without a library: one command at a time, synchronizing literals for
+ * APPEND, literals in responses read by byte count. It keeps only what the benchmark needs (the
+ * tagged status, the untagged lines, literal byte counts), so the client costs little CPU next to
+ * the server it measures.
  */
-import { connect, type Socket } from "node:net";
+import { LineClient, openSocket } from "./line-client";
 
 export interface ImapResponse {
   tag: string;
@@ -18,83 +19,18 @@ export interface ImapResponse {
   literals: Buffer[];
 }
 
-export class ImapClient {
-  private buf: Buffer = Buffer.alloc(0);
-  private pos = 0;
-  private waiter: (() => void) | null = null;
-  private closed = false;
-  private err: Error | null = null;
+export class ImapClient extends LineClient {
   private seq = 0;
   greeting = "";
   /** Keep literal contents in responses (tests compare bytes); the load generator does not. */
   keepLiterals = false;
   private kept: Buffer[] = [];
 
-  private constructor(private readonly sock: Socket) {
-    sock.setNoDelay(true);
-    sock.on("data", (d: Buffer) => {
-      this.buf = this.pos < this.buf.length ? Buffer.concat([this.buf.subarray(this.pos), d]) : d;
-      this.pos = 0;
-      this.wake();
-    });
-    sock.on("error", (e) => {
-      this.err = e;
-      this.wake();
-    });
-    sock.on("close", () => {
-      this.closed = true;
-      this.wake();
-    });
-  }
-
   static async connect(port: number, host = "127.0.0.1", localAddress?: string): Promise<ImapClient> {
-    const sock = connect({ port, host, ...(localAddress ? { localAddress } : {}) });
-    await new Promise<void>((resolve, reject) => {
-      sock.once("connect", resolve);
-      sock.once("error", reject);
-    });
-    const c = new ImapClient(sock);
+    const c = new ImapClient(await openSocket(port, host, localAddress));
     c.greeting = await c.readLine();
     if (!c.greeting.startsWith("* OK") && !c.greeting.startsWith("* PREAUTH")) throw new Error(`bad IMAP greeting: ${c.greeting}`);
     return c;
-  }
-
-  private wake(): void {
-    const w = this.waiter;
-    this.waiter = null;
-    w?.();
-  }
-
-  /** No byte from the server for this long fails the read (a hung server never hangs the caller). */
-  timeoutMs = 120_000;
-
-  private wait(): Promise<void> {
-    if (this.err) return Promise.reject(this.err);
-    if (this.closed) return Promise.reject(new Error("connection closed by server"));
-    return new Promise((resolve, reject) => {
-      const t = setTimeout(() => {
-        this.waiter = null;
-        reject(new Error(`no answer from the server for ${this.timeoutMs / 1000} s`));
-      }, this.timeoutMs);
-      this.waiter = () => {
-        clearTimeout(t);
-        resolve();
-      };
-    });
-  }
-
-  /** One CRLF-terminated line without the CRLF. */
-  async readLine(): Promise<string> {
-    for (;;) {
-      const i = this.buf.indexOf(10, this.pos);
-      if (i >= 0) {
-        const end = i > this.pos && this.buf[i - 1] === 13 ? i - 1 : i;
-        const line = this.buf.toString("latin1", this.pos, end);
-        this.pos = i + 1;
-        return line;
-      }
-      await this.wait();
-    }
   }
 
   /** Skips `n` literal bytes (keeping them with `keepLiterals`). */
@@ -189,10 +125,6 @@ export class ImapClient {
     } catch {
       // the server may close first
     }
-    this.sock.destroy();
-  }
-
-  destroy(): void {
     this.sock.destroy();
   }
 }
