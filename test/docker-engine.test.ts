@@ -12,9 +12,7 @@
  */
 import { execFile, execFileSync, spawnSync } from "node:child_process";
 import { randomBytes, randomInt } from "node:crypto";
-import { createSocket } from "node:dgram";
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import * as path from "node:path";
 import { promisify } from "node:util";
 import { ImapFlow } from "imapflow";
@@ -31,6 +29,7 @@ import {
   serviceContainers,
 } from "../components/specs";
 import { type MailConfig, parseConfig } from "../config/schema";
+import { freeLoopbackPort as freePort } from "./helpers/ports";
 
 const run = promisify(execFile);
 const REPO = path.resolve(__dirname, "..");
@@ -70,27 +69,6 @@ async function engineApi(method: string, apiPath: string, body?: unknown): Promi
 /** A random 127.x.y.z: nothing else on this machine listens there. */
 function randomLoopback(): string {
   return `127.${randomInt(16, 250)}.${randomInt(1, 250)}.${randomInt(2, 250)}`;
-}
-
-/** A port free on `address` for TCP (and UDP when asked), found by binding port 0. */
-async function freePort(address: string, udp = false): Promise<number> {
-  for (;;) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const s = createServer();
-      s.once("error", reject);
-      s.listen(0, address, () => {
-        const p = (s.address() as { port: number }).port;
-        s.close(() => resolve(p));
-      });
-    });
-    if (!udp) return port;
-    const ok = await new Promise<boolean>((resolve) => {
-      const u = createSocket("udp4");
-      u.once("error", () => resolve(false));
-      u.bind(port, address, () => u.close(() => resolve(true)));
-    });
-    if (ok) return port;
-  }
 }
 
 async function waitFor<T>(what: string, fn: () => Promise<T>, timeoutMs = 60_000): Promise<T> {

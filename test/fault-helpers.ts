@@ -6,27 +6,22 @@
  */
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, promises as fs, readFileSync } from "node:fs";
+import { promises as fs, readFileSync } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { type BenchUser, type ServiceName, ServiceProcess, stackConfig } from "../bench/lib/mailstack";
 import { certFiles } from "./helpers/cert";
 import { LineClient, openSocket } from "./helpers/line-client";
+import { type ServiceName, ServiceProcess, type StackUser, serviceAvailable, stackConfig } from "./helpers/service-process";
 
 export const REPO = path.resolve(__dirname, "..");
+export { sleep, waitFor } from "./helpers/wait";
 export type { ServiceName };
 export { ServiceProcess };
 
 export const isRoot = process.getuid?.() === 0;
 
 /** Whether the working tree has this service yet (its folder's index.ts exports start<Name>). */
-export function hasService(name: ServiceName): boolean {
-  const exportName = `start${name[0]!.toUpperCase()}${name.slice(1)}`;
-  const index = path.join(REPO, name, "index.ts");
-  if (!existsSync(index)) return false;
-  if (!new RegExp(`export\\s+(async\\s+)?(function|const)\\s+${exportName}\\b`).test(readFileSync(index, "utf8"))) return false;
-  return name === "smtp" || name === "dns" || name === "queue" || existsSync(path.join(REPO, "store", "mailstore.ts"));
-}
+export const hasService: (name: ServiceName) => boolean = serviceAvailable;
 
 export function which(cmd: string): boolean {
   try {
@@ -37,18 +32,6 @@ export function which(cmd: string): boolean {
   }
 }
 
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-export async function waitFor<T>(pred: () => T | Promise<T>, what: string, timeoutMs = 20_000, intervalMs = 25): Promise<NonNullable<T>> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await pred();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(intervalMs);
-  }
-}
-
 export async function tempDir(prefix: string): Promise<string> {
   const d = await fs.mkdtemp(path.join(os.tmpdir(), `mailstack-${prefix}-`));
   await fs.chmod(d, 0o755);
@@ -56,7 +39,7 @@ export async function tempDir(prefix: string): Promise<string> {
 }
 
 /** A fixed argon2id hash of "lx-password" (from stacks/Pulumi.dev.yaml), so no test hashes. */
-export const LX: BenchUser = {
+export const LX: StackUser = {
   name: "lx",
   password: "lx-password",
   hash: "$argon2id$v=19$m=19456,t=2,p=1$RrqQG0LF6Ad78h1f8BbPbw$JtkF/BQr9iBNlsHE4l1FA31sSfhmNM+Dq1q1q94tJ+I",

@@ -3,25 +3,16 @@
  * free loopback ports. Nothing here talks to anything but loopback.
  */
 import { type SpawnOptions, spawn } from "node:child_process";
-import { createSocket } from "node:dgram";
 import { promises as fs } from "node:fs";
-import { connect, createServer } from "node:net";
+import { connect } from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
+import { freeLoopbackPort } from "../../test/helpers/ports";
+import { sleep, waitFor, within } from "../../test/helpers/wait";
+
+export { sleep, within };
 
 export const REPO = path.resolve(__dirname, "..", "..");
-
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Resolves true when `p` settles within `ms`, false otherwise; leaves no timer behind. */
-export async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)))]);
-  } finally {
-    if (timer) clearTimeout(timer);
-  }
-}
 
 export interface ExecResult {
   code: number | null;
@@ -81,14 +72,8 @@ export async function which(cmd: string): Promise<string | null> {
 }
 
 /** Polls `pred` until it returns a truthy value; throws after `timeoutMs` with `what`. */
-export async function waitUntil<T>(pred: () => T | Promise<T>, what: string, timeoutMs = 15_000, intervalMs = 50): Promise<NonNullable<T>> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await pred();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(intervalMs);
-  }
+export function waitUntil<T>(pred: () => T | Promise<T>, what: string, timeoutMs = 15_000, intervalMs = 50): Promise<NonNullable<T>> {
+  return waitFor(pred, what, timeoutMs, intervalMs);
 }
 
 /**
@@ -102,25 +87,8 @@ export async function makeTempRoot(prefix: string): Promise<string> {
 }
 
 /** A port that is free for TCP (and UDP with `udp`) on 127.0.0.1 right now. */
-export async function freePort(udp = false): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const srv = createServer();
-      srv.once("error", reject);
-      srv.listen(0, "127.0.0.1", () => {
-        const p = (srv.address() as { port: number }).port;
-        srv.close(() => resolve(p));
-      });
-    });
-    if (!udp) return port;
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = createSocket("udp4");
-      s.once("error", () => resolve(false));
-      s.bind(port, "127.0.0.1", () => s.close(() => resolve(true)));
-    });
-    if (ok) return port;
-  }
-  throw new Error("no free port found");
+export function freePort(udp = false): Promise<number> {
+  return freeLoopbackPort("127.0.0.1", udp);
 }
 
 /** Resolves when something accepts TCP connections on host:port. */
