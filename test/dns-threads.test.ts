@@ -19,7 +19,7 @@ import { type DnsService, startDns } from "../dns";
 import { RateLimiter, rateLimitTable } from "../dns/ratelimit";
 import { defaultUdpThreads } from "../dns/threads";
 import { silentLogger } from "../lib/log";
-import { devConfig, dig, tempDir, until } from "./dns/helpers";
+import { devConfig, dig, loopbackSockets, tempDir, until } from "./dns/helpers";
 
 const tmp = tempDir("mailstack-dns-threads-");
 const services: DnsService[] = [];
@@ -53,16 +53,7 @@ const query = (name: string, type: string, id: number) =>
  * buffer may); after 5 tries the test fails.
  */
 async function fromManyPorts(port: number, n: number, name: string, type: string): Promise<dnsPacket.DecodedPacket[]> {
-  const socks = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<dgram.Socket>((resolve) => {
-          const s = dgram.createSocket("udp4");
-          s.bind(0, "127.0.0.1", () => resolve(s));
-        }),
-    ),
-  );
+  const socks = await loopbackSockets(n);
   try {
     return await Promise.all(
       socks.map(
@@ -178,16 +169,7 @@ describe("two UDP threads", () => {
     // Loopback is not trusted here, so 127.0.0.0/24 gets 5 answers a second in all (with a
     // budget per thread it would get 10).
     const s = await start({ trustedNetworks: ["10.0.0.0/8"], dns: { rateLimit: 5 } });
-    const socks = await Promise.all(
-      Array.from(
-        { length: 20 },
-        () =>
-          new Promise<dgram.Socket>((resolve) => {
-            const u = dgram.createSocket("udp4");
-            u.bind(0, "127.0.0.1", () => resolve(u));
-          }),
-      ),
-    );
+    const socks = await loopbackSockets(20);
     const replies: dnsPacket.DecodedPacket[] = [];
     try {
       for (const u of socks) u.on("message", (m) => replies.push(dnsPacket.decode(m)));

@@ -1,35 +1,20 @@
 /**
  * DNS: `dnsperf` for 10 s (3 s with --quick) against mailstack's DNS service and against BIND
  * (`named`, authoritative only), both serving the zones mailstack builds from one stack config
- * (BIND gets them as master files from dns/zone.ts `renderZone`). The query file is a fixed mix:
- * A 30 %, MX 20 %, TXT 15 % (SPF and DMARC), SOA 10 %, NXDOMAIN 25 % (random names under the
- * zone, so no answer cache can serve them all). Before the run, a sample of the queries is sent
+ * (BIND gets them as master files from dns/zone.ts `renderZone`). The load and the query mix
+ * (A, MX, TXT, SOA and fresh NXDOMAIN names) are test/helpers/dns-bench-config.ts's, which
+ * test/dns/bench.ts uses too. Before the run, a sample of the queries is sent
  * to both servers and their answers compared (rcode, answer count, AA).
  */
 import { createSocket } from "node:dgram";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
+import { DNSPERF_LOAD, dnsQueryFile } from "../../test/helpers/dns-bench-config";
 import { type Ctx, onCleanup, recordReference, recordService, startService } from "../lib/context";
 import { benchUsers, stackConfig, writeStackConfig } from "../lib/mailstack";
 import { MemSampler, memOf } from "../lib/procmem";
 import { exec, freePort, log, prng, REPO, sleep } from "../lib/util";
 import { BindInstance, type ZoneFile } from "../refs/bind";
-
-function queryFile(n: number): string {
-  const rnd = prng(53);
-  const lines: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const x = rnd();
-    if (x < 0.2) lines.push("mail.lx.com A");
-    else if (x < 0.3) lines.push("ns1.lx.com A");
-    else if (x < 0.5) lines.push("lx.com MX");
-    else if (x < 0.58) lines.push("lx.com TXT");
-    else if (x < 0.65) lines.push("_dmarc.lx.com TXT");
-    else if (x < 0.75) lines.push("lx.com SOA");
-    else lines.push(`nx${Math.floor(rnd() * 1e9).toString(36)}.lx.com A`);
-  }
-  return `${lines.join("\n")}\n`;
-}
 
 /** The zones as BIND master files, rendered by mailstack's own dns/zone.ts from the same config. */
 function renderZones(raw: Record<string, unknown>): ZoneFile[] {
@@ -51,13 +36,9 @@ interface PerfResult {
 }
 
 async function dnsperf(port: number, file: string, seconds: number): Promise<PerfResult> {
-  const r = await exec(
-    "dnsperf",
-    ["-s", "127.0.0.1", "-p", String(port), "-d", file, "-l", String(seconds), "-c", "4", "-q", "200", "-t", "2"],
-    {
-      timeoutMs: (seconds + 30) * 1000,
-    },
-  );
+  const r = await exec("dnsperf", ["-s", "127.0.0.1", "-p", String(port), "-d", file, "-l", String(seconds), ...DNSPERF_LOAD], {
+    timeoutMs: (seconds + 30) * 1000,
+  });
   const out = r.stdout + r.stderr;
   const num = (re: RegExp) => Number(re.exec(out)?.[1] ?? Number.NaN);
   const res = {
@@ -113,7 +94,7 @@ export async function dnsScenario(ctx: Ctx): Promise<void> {
   const opts = { dataDir: path.join(root, "mailstack", "data"), users, listen: { dns: 0 }, ...ctx.cert };
   const cfg = await writeStackConfig(path.join(root, "mailstack", "config.json"), opts);
   const qfile = path.join(root, "queries.txt");
-  await fs.writeFile(qfile, queryFile(20_000));
+  await fs.writeFile(qfile, dnsQueryFile(20_000, prng(53)));
 
   const ms = await startService(ctx, "dns", cfg, "dns");
   await sleep(300);

@@ -10,17 +10,22 @@
  *
  * Prints queries/s and CPU time per query (from /proc, so it holds even on a busy machine) per
  * round and server, then a JSON summary with medians and each round's ratio to BIND. Rounds
- * alternate the servers so a busy machine hurts both alike. DNSPERF_ARGS adds dnsperf options
- * (e.g. "-c 4 -q 200 -t 2", the team benchmark's); MIX=unique sends only fresh NXDOMAIN names
- * (nothing cacheable); THREADS=1,2 runs one mailstack server per UDP thread count (default: the
- * server's default); BASELINE=HEAD adds a server built from that git revision's sources (read
- * with git show; the working tree is not touched).
+ * alternate the servers so a busy machine hurts both alike. DNSPERF_ARGS sets dnsperf's options
+ * (default: the team benchmark's load, test/helpers/dns-bench-config.ts, which also gives the
+ * query mix); MIX=unique sends only fresh NXDOMAIN names (nothing cacheable); THREADS=1,2 runs
+ * one mailstack server per variant: a UDP thread count (empty: the server's default), each
+ * optionally with environment settings and node options of its own ("1,1:FOO=1,:--some-flag");
+ * BASELINE=<git revision> adds a server built from that revision's sources (read with git show;
+ * the working tree is not touched). Each round waits until the machine is quiet (see `quiet`),
+ * since other work on a 2-core machine swamps any difference between servers.
  */
 import { execFile, execFileSync, spawn } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
+import { prng } from "../../bench/lib/util";
 import type { MailConfig } from "../../config/schema";
 import { buildZones, renderZone } from "../../dns/zone";
+import { DNSPERF_LOAD, dnsQueryFile } from "../helpers/dns-bench-config";
 import { devConfig, freePort, namedOptions, startNamed, tempDir } from "./helpers";
 
 const REPO = path.resolve(__dirname, "..", "..");
@@ -60,7 +65,13 @@ interface Server {
 }
 
 /** A DNS service in its own process from the transpiled JavaScript; `threads` as udpThreads. */
-function startServer(config: MailConfig, threads: number | undefined, from = BUILD): Promise<Server> {
+function startServer(
+  config: MailConfig,
+  threads: number | undefined,
+  from = BUILD,
+  extraEnv: Record<string, string> = {},
+  nodeArgs: string[] = [],
+): Promise<Server> {
   const script = `
     const { startDns } = require(${JSON.stringify(path.join(from, "dns"))});
     const { silentLogger } = require(${JSON.stringify(path.join(from, "lib", "log"))});
@@ -72,8 +83,14 @@ function startServer(config: MailConfig, threads: number | undefined, from = BUI
       },
       (e) => { console.error(e); process.exit(1); },
     );`;
-  const env = { ...process.env, NODE_ENV: "production", DNS_CONFIG: JSON.stringify(config), DNS_THREADS: threads ? String(threads) : "" };
-  const child = spawn(NODE, ["-e", script], { env, stdio: ["ignore", "pipe", "inherit"] });
+  const env = {
+    ...process.env,
+    NODE_ENV: "production",
+    DNS_CONFIG: JSON.stringify(config),
+    DNS_THREADS: threads ? String(threads) : "",
+    ...extraEnv,
+  };
+  const child = spawn(NODE, [...nodeArgs, "-e", script], { env, stdio: ["ignore", "pipe", "inherit"] });
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   return new Promise((resolve, reject) => {
     child.once("exit", (code) => reject(new Error(`DNS server exited with ${code}`)));
@@ -90,31 +107,6 @@ function startServer(config: MailConfig, threads: number | undefined, from = BUI
   });
 }
 
-/**
- * The query mix (the same as the team benchmark's bench/scenarios/dns.ts): A 30 %, MX 20 %,
- * TXT 15 % (SPF, DMARC), SOA 10 %, NXDOMAIN 25 % with fresh random names, so the answer cache
- * cannot serve everything.
- */
-function queryFile(n: number): string {
-  let seed = 53;
-  const rnd = () => {
-    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-    return seed / 0x80000000;
-  };
-  const lines: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const x = rnd();
-    if (x < 0.2) lines.push("mail.lx.com A");
-    else if (x < 0.3) lines.push("ns1.lx.com A");
-    else if (x < 0.5) lines.push("lx.com MX");
-    else if (x < 0.58) lines.push("lx.com TXT");
-    else if (x < 0.65) lines.push("_dmarc.lx.com TXT");
-    else if (x < 0.75) lines.push("lx.com SOA");
-    else lines.push(`nx${Math.floor(rnd() * 1e9).toString(36)}.lx.com A`);
-  }
-  return `${lines.join("\n")}\n`;
-}
-
 function dnsperf(port: number, file: string, seconds: number): Promise<{ qps: number; lost: number; latencyMs: number; out: string }> {
   return new Promise((resolve, reject) => {
     execFile(
@@ -128,7 +120,7 @@ function dnsperf(port: number, file: string, seconds: number): Promise<{ qps: nu
         file,
         "-l",
         String(seconds),
-        ...(process.env.DNSPERF_ARGS ?? "").split(" ").filter(Boolean),
+        ...(process.env.DNSPERF_ARGS === undefined ? DNSPERF_LOAD : process.env.DNSPERF_ARGS.split(" ").filter(Boolean)),
       ],
       { timeout: (seconds + 30) * 1000 },
       (err, stdout, stderr) => {
@@ -149,6 +141,32 @@ function cpuSplit(pid: number): [number, number] {
   return [Number(fields[11]) / 100, Number(fields[12]) / 100];
 }
 
+/** Share of CPU time idle over the next `ms` (all CPUs), from /proc/stat. */
+async function idleShare(ms: number): Promise<number> {
+  const read = () => {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+    return { idle: f[3]! + f[4]!, total: f.reduce((a, b) => a + b, 0) };
+  };
+  const a = read();
+  await new Promise((r) => setTimeout(r, ms));
+  const b = read();
+  return (b.idle - a.idle) / Math.max(1, b.total - a.total);
+}
+
+/**
+ * Waits (up to QUIET_MAX seconds, default 120; QUIET_MAX=0 turns it off) until the machine is at
+ * least 90 % idle for a second, so that a round is not measured while other work (another
+ * benchmark) runs. Returns the seconds waited, or -1 if it never got quiet.
+ */
+async function quiet(): Promise<number> {
+  const max = Number(process.env.QUIET_MAX ?? 120);
+  const started = Date.now();
+  while ((Date.now() - started) / 1000 < max) {
+    if ((await idleShare(1000)) >= 0.9) return Math.round((Date.now() - started) / 1000) - 1;
+  }
+  return max > 0 ? -1 : 0;
+}
+
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
@@ -161,7 +179,7 @@ async function main() {
   // rateLimit 0: a benchmark measures serving, not the limiter (the dev stack trusts loopback anyway).
   const config = devConfig(path.join(tmp.dir, "data"), { dns: { rateLimit: 0 } });
   build(BUILD);
-  const variants = (process.env.THREADS ?? "").split(",").filter(Boolean).map(Number);
+  const variants = (process.env.THREADS ?? "").split(",").filter(Boolean);
   const servers = new Map<string, Server>();
   const baseline = process.env.BASELINE;
   if (baseline) {
@@ -169,9 +187,14 @@ async function main() {
     const c = devConfig(path.join(tmp.dir, "data-baseline"), { dns: { rateLimit: 0 } });
     servers.set(`baseline(${baseline})`, await startServer(c, undefined, `${BUILD}-baseline`));
   }
-  for (const t of variants.length ? variants : [undefined]) {
-    const c = devConfig(path.join(tmp.dir, `data${t ?? ""}`), { dns: { rateLimit: 0 } });
-    servers.set(t === undefined ? "mailstack" : `mailstack/${t}`, await startServer(c, t));
+  // A variant is a thread count (empty: the default), then, after colons, environment settings
+  // and node options for that server: "1", "2:FOO=1", "1:--test-udp-no-try-send", ":FOO=1".
+  for (const [i, v] of (variants.length ? variants : [""]).entries()) {
+    const [t, ...extra] = v.split(":");
+    const c = devConfig(path.join(tmp.dir, `data${i}`), { dns: { rateLimit: 0 } });
+    const env = Object.fromEntries(extra.filter((e) => !e.startsWith("-")).map((e) => e.split("=") as [string, string]));
+    const args = extra.filter((e) => e.startsWith("-"));
+    servers.set(v === "" ? "mailstack" : `mailstack/${v}`, await startServer(c, t ? Number(t) : undefined, BUILD, env, args));
   }
 
   // BIND with minimal-responses, as the team benchmark (bench/refs/bind.ts) runs it.
@@ -189,7 +212,7 @@ async function main() {
     qfile,
     process.env.MIX === "unique"
       ? Array.from({ length: 1_000_000 }, (_, i) => `u${i.toString(36)}.lx.com A\n`).join("")
-      : queryFile(20_000),
+      : dnsQueryFile(20_000, prng(53)),
   );
 
   const names = ["bind", ...servers.keys()];
@@ -202,6 +225,9 @@ async function main() {
       const order = r % 2 === 0 ? names : [...names].reverse();
       for (const who of order) {
         const pid = who === "bind" ? named.pid : servers.get(who)!.pid;
+        const waited = await quiet();
+        if (waited !== 0)
+          console.log(waited < 0 ? "  (the machine stayed busy: measuring anyway)" : `  (waited ${waited} s for a quiet machine)`);
         const [u0, s0] = cpuSplit(pid);
         const res = await dnsperf(who === "bind" ? bindPort : servers.get(who)!.port, qfile, seconds);
         const [u1, s1] = cpuSplit(pid);

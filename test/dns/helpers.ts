@@ -228,3 +228,17 @@ export async function until<T>(fn: () => Promise<T | null | undefined | false>, 
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** `n` UDP sockets bound to ephemeral ports on 127.0.0.1 (so `n` source ports). */
+export function loopbackSockets(n: number): Promise<dgram.Socket[]> {
+  return Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<dgram.Socket>((resolve) => {
+          const s = dgram.createSocket("udp4");
+          s.bind(0, "127.0.0.1", () => resolve(s));
+        }),
+    ),
+  );
+}
