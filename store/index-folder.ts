@@ -34,10 +34,13 @@
  * never below the folder's highest), so processes sharing the Maildir never hand out a modseq
  * below one a client has already seen, without coordinating, even if an index file is lost.
  *
- * Memory: per message one `Msg` (the MessageInfo handed out; immutable, a change makes a new
- * one), one small record and a map entry by name (none by UID: entries are in UID order, found
- * by binary search); flag lists are shared between messages with the same flags. About 400
- * bytes per message with its file name (40 MB for 100,000), the uidlist's map included.
+ * Memory: per message one `Msg`, both the MessageInfo handed out (immutable for its users: a
+ * change makes a new one, which takes the old one's place in the index) and the index's record
+ * (where the file is, small cached values); big cached values are kept by UID. No map by UID
+ * (entries are in UID order, found by binary search); a map by name only when a scan needs one;
+ * flag lists are shared between messages with the same flags. About 240 bytes per message with
+ * a 45-character file name (24 MB for 100,000; 29 MB with a separate record per message), the
+ * uidlist's records included.
  *
  * `cached()`: values whose JSON is small (up to 512 bytes, e.g. IMAP's search fields) are kept in
  * memory for every message, beside the index, and in the cache file; bigger ones (e.g. MIME
@@ -122,32 +125,68 @@ export interface IndexOptions {
 /** INTERNALDATE is kept in whole seconds from 2000 (a small integer in V8, not a boxed double). */
 const TIME_BASE_S = 946684800;
 const UNKNOWN_TIME = -0x80000000;
+/** The flags of a scanned file not placed yet. */
+const NO_FLAGS = Object.freeze([]) as unknown as string[];
 
 function toTime(ms: number): number {
   return Number.isNaN(ms) ? UNKNOWN_TIME : Math.floor(ms / 1000) - TIME_BASE_S;
 }
 
 /**
- * One message as handed out (`MessageInfo`). Immutable for its users: a change (flags, modseq)
- * makes a new one. Only INTERNALDATE is filled in late, on first use (to the second, as IMAP
- * has it).
+ * One message as handed out (`MessageInfo`), and the index's record of it: one object per
+ * message. Immutable for its users: a change (flags, modseq, size) makes a new one, which takes
+ * the index's place (`FolderIndex.remake`); only INTERNALDATE is filled in late, on first use
+ * (to the second, as IMAP has it). The fields marked internal (where the file is, the last
+ * scan that saw it, small cached values) belong to the index and change in place on the
+ * current object only; a replaced one keeps what it had.
  */
 export class Msg implements MessageInfo {
+  /** Set once, when the index places a scanned file (see `place`). */
+  uid: number;
+  readonly key: string;
+  size: number;
+  /** Shared between messages with the same flags: never modify. */
+  flags: string[];
+  modseq: bigint;
+  /** @internal new/ or cur/. */
+  dir: "new" | "cur";
+  /** @internal The file's full name (so its flags). */
+  file: string;
+  /** @internal The last directory scan that saw this file (FolderIndex.scanId). */
+  seen = 0;
+  /** @internal Small cached values (JSON up to SMALL_CACHE_VALUE bytes), by field. */
+  small: Record<string, unknown> | null = null;
   #time: number;
   readonly #index: FolderIndex;
 
   constructor(
-    readonly uid: number,
-    readonly key: string,
-    readonly size: number,
-    /** Shared between messages with the same flags: never modify. */
-    readonly flags: string[],
-    readonly modseq: bigint,
+    uid: number,
+    key: string,
+    size: number,
+    flags: string[],
+    modseq: bigint,
     mtime: number,
     index: FolderIndex,
+    dir: "new" | "cur",
+    file: string,
   ) {
+    this.uid = uid;
+    this.key = key;
+    this.size = size;
+    this.flags = flags;
+    this.modseq = modseq;
+    this.dir = dir;
+    this.file = file;
     this.#time = toTime(mtime);
     this.#index = index;
+  }
+
+  /** @internal Gives a scanned file (made with uid 0) what it needs to be handed out. */
+  place(uid: number, size: number, flags: string[], modseq: bigint): void {
+    this.uid = uid;
+    this.size = size;
+    this.flags = flags;
+    this.modseq = modseq;
   }
 
   /** INTERNALDATE: the file's mtime (one stat on first use). */
@@ -171,17 +210,8 @@ export class Msg implements MessageInfo {
   }
 }
 
-interface Entry {
-  uid: number;
-  key: string;
-  dir: "new" | "cur";
-  file: string;
-  info: Msg;
-  /** The last directory scan that saw this file (FolderIndex.scanId). */
-  seen: number;
-  /** Small cached values (JSON up to SMALL_CACHE_VALUE bytes), by field. */
-  small: Record<string, unknown> | null;
-}
+/** The index's record of a message is the message itself. */
+type Entry = Msg;
 
 /** Big cached values of one message, in the LRU. */
 interface BigValues {
@@ -204,13 +234,8 @@ interface DirState {
   verifyAt: number;
 }
 
-/** A file a directory scan found: an entry in the making (uid and info set when it is added). */
+/** A file a directory scan found: an entry in the making (uid 0 until placed). */
 type Loc = Entry;
-
-/** An entry (all made here, so that they share one shape). */
-function newEntry(uid: number, key: string, dir: "new" | "cur", file: string, info: Msg | null): Entry {
-  return { uid, key, dir, file, info: info as Msg, small: null, seen: 0 };
-}
 
 export class ExpungedError extends Error {
   readonly code = "EXPUNGED";
@@ -599,7 +624,7 @@ export class FolderIndex {
   private cachePendingBytes = 0;
   private cacheTimer: NodeJS.Timeout | null = null;
   /** Big cached values, least recently used first. */
-  private readonly lru = new Map<Entry, BigValues>();
+  private readonly lru = new Map<number, BigValues>();
   private lruCost = 0;
   /** Mailboxes' log positions, for trimming the log. */
   readonly positions = new Map<object, number>();
@@ -662,13 +687,11 @@ export class FolderIndex {
   // ---- views -------------------------------------------------------------------------------
 
   infos(): MessageInfo[] {
-    const out = new Array<MessageInfo>(this.entries.length);
-    for (let i = 0; i < out.length; i++) out[i] = this.entries[i]!.info;
-    return out;
+    return this.entries.slice();
   }
 
   infoOf(uid: number): MessageInfo | undefined {
-    return this.entryOf(uid)?.info;
+    return this.entryOf(uid);
   }
 
   private get byKey(): Map<string, Entry> {
@@ -680,19 +703,25 @@ export class FolderIndex {
     return this.keyMap;
   }
 
-  /** The entry of a UID (binary search: entries are in ascending UID order). */
-  private entryOf(uid: number): Entry | undefined {
+  /** The position of a UID's entry, or -1 (binary search: entries are in ascending UID order). */
+  private slotOf(uid: number): number {
     const list = this.entries;
     let lo = 0;
     let hi = list.length - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
-      const e = list[mid]!;
-      if (e.uid === uid) return e;
-      if (e.uid < uid) lo = mid + 1;
+      const u = list[mid]!.uid;
+      if (u === uid) return mid;
+      if (u < uid) lo = mid + 1;
       else hi = mid - 1;
     }
-    return undefined;
+    return -1;
+  }
+
+  /** The entry of a UID. */
+  private entryOf(uid: number): Entry | undefined {
+    const i = this.slotOf(uid);
+    return i < 0 ? undefined : this.entries[i];
   }
 
   get logEnd(): number {
@@ -750,15 +779,23 @@ export class FolderIndex {
     return flags;
   }
 
-  private makeMsg(uid: number, key: string, file: string, size: number, modseq: bigint, mtime: number): Msg {
+  private makeMsg(uid: number, key: string, dir: "new" | "cur", file: string, size: number, modseq: bigint, mtime: number): Msg {
     if (modseq > this.highestModseq) this.highestModseq = modseq;
-    return new Msg(uid, key, size, this.flagsOf(file), modseq, mtime, this);
+    return new Msg(uid, key, size, this.flagsOf(file), modseq, mtime, this, dir, file);
   }
 
-  /** A new Msg for an entry after a change (flags from its file name, the given modseq/size). */
-  private remake(e: Entry, modseq: bigint = e.info.modseq, size: number = e.info.size): Msg {
-    e.info = this.makeMsg(e.uid, e.key, e.file, size, modseq, e.info.knownMtime);
-    return e.info;
+  /**
+   * After a change: a new Msg for an indexed entry (flags from its file name, the given
+   * modseq/size), which takes the entry's place in the index. Returns it; `e` is stale after.
+   */
+  private remake(e: Entry, modseq: bigint = e.modseq, size: number = e.size): Msg {
+    const m = this.makeMsg(e.uid, e.key, e.dir, e.file, size, modseq, e.knownMtime);
+    m.seen = e.seen;
+    m.small = e.small;
+    const i = this.slotOf(e.uid);
+    if (i >= 0 && this.entries[i] === e) this.entries[i] = m;
+    if (this.keyMap !== null && this.keyMap.get(e.key) === e) this.keyMap.set(e.key, m);
+    return m;
   }
 
   /**
@@ -768,14 +805,14 @@ export class FolderIndex {
   resolveMtime(m: Msg): number {
     const e = this.entryOf(m.uid);
     if (e && e.key === m.key) {
-      const known = e.info.knownMtime;
+      const known = e.knownMtime;
       if (!Number.isNaN(known)) {
         m.learnMtime(known);
         return known;
       }
       const st = statSync(path.join(this.dir, e.dir, e.file), { throwIfNoEntry: false });
       if (st) {
-        e.info.learnMtime(st.mtimeMs);
+        e.learnMtime(st.mtimeMs);
         m.learnMtime(st.mtimeMs);
         this.dirty++;
         this.scheduleSave();
@@ -861,7 +898,7 @@ export class FolderIndex {
           lastModseq = modseqN;
           lastModseqBig = BigInt(modseqN);
         }
-        entries.push(newEntry(uid, key, dir, file, this.makeMsg(uid, key, file, size, lastModseqBig, mtime)));
+        entries.push(this.makeMsg(uid, key, dir, file, size, lastModseqBig, mtime));
       }
       if (lines !== h.count) throw new Error("index count mismatch");
       this.entries = entries;
@@ -935,10 +972,12 @@ export class FolderIndex {
 
   /** Reads the named directories (new/ first: a file moving new → cur meanwhile is seen at least once). */
   private async scanDirs(which: { new: boolean; cur: boolean }): Promise<Loc[]> {
-    const out: Loc[] = [];
-    if (which.new) for (const f of await listDir(path.join(this.dir, "new"))) out.push(newEntry(0, baseKey(f), "new", f, null));
-    if (which.cur) for (const f of await listDir(path.join(this.dir, "cur"))) out.push(newEntry(0, baseKey(f), "cur", f, null));
-    return out;
+    const found = (dir: "new" | "cur", names: string[]): Loc[] =>
+      names.map((f) => new Msg(0, baseKey(f), -1, NO_FLAGS, 0n, Number.NaN, this, dir, f));
+    const inNew = which.new ? found("new", await listDir(path.join(this.dir, "new"))) : [];
+    if (!which.cur) return inNew;
+    const inCur = found("cur", await listDir(path.join(this.dir, "cur")));
+    return inNew.length === 0 ? inCur : inNew.concat(inCur);
   }
 
   /** Marks the indexed messages a scan saw (Entry.seen); returns the scan's id. */
@@ -1102,21 +1141,22 @@ export class FolderIndex {
         }
         // Files that already have a UID keep it (unless it would go backwards); others get one,
         // in delivery order. Sort keys are computed once per file, not per comparison.
+        // (A first scan: the list has no records, so no UIDs to sort by.)
         const n = list.length;
-        const uidKey = new Float64Array(n);
-        const timeKey = new Float64Array(n);
-        const order = new Array<number>(n);
         const known = tx.size > 0;
+        const uidKey = known ? new Float64Array(n) : null;
+        const timeKey = new Float64Array(n);
         for (let i = 0; i < n; i++) {
           const c = list[i]!;
           c.uid = (known && tx.uidOf(c.key)) || 0;
-          uidKey[i] = c.uid || Number.MAX_SAFE_INTEGER;
+          if (uidKey !== null) uidKey[i] = c.uid || Number.MAX_SAFE_INTEGER;
           timeKey[i] = deliveryTime(c.key);
-          order[i] = i;
         }
         const cmp = (a: number, b: number) => {
-          const d = uidKey[a]! - uidKey[b]!;
-          if (d !== 0) return d;
+          if (uidKey !== null) {
+            const d = uidKey[a]! - uidKey[b]!;
+            if (d !== 0) return d;
+          }
           const ta = timeKey[a]!;
           const tb = timeKey[b]!;
           if (ta !== tb) return ta < tb ? -1 : 1;
@@ -1128,7 +1168,11 @@ export class FolderIndex {
         // delivery order already: then one pass checks it and nothing is copied.
         let inOrder = true;
         for (let i = 1; i < n && inOrder; i++) if (cmp(i - 1, i) > 0) inOrder = false;
-        const ordered = inOrder ? list : order.sort(cmp).map((i) => list[i]!);
+        const ordered = inOrder
+          ? list
+          : Array.from(list.keys())
+              .sort(cmp)
+              .map((i) => list[i]!);
         const toMove = ordered.filter((c) => c.dir === "new");
         if (toMove.length > 0) {
           await this.ownChange("cur", async () => {
@@ -1212,7 +1256,9 @@ export class FolderIndex {
       if (p.uid <= max2 || (indexed && this.byKey.has(p.key))) continue;
       // The scan's record becomes the entry.
       const e = p;
-      e.info = this.makeMsg(p.uid, p.key, p.file, sizes[i]!, modseq, Number.NaN);
+      const size = sizes[i]!;
+      if (modseq > this.highestModseq) this.highestModseq = modseq;
+      e.place(p.uid, size, this.flagsOf(p.file), modseq);
       this.entries.push(e);
       this.keyMap?.set(e.key, e);
       max2 = e.uid;
@@ -1230,9 +1276,9 @@ export class FolderIndex {
       const e = this.entryOf(uid);
       if (!e) continue;
       this.keyMap?.delete(e.key);
-      const big = this.lru.get(e);
+      const big = this.lru.get(uid);
       if (big) {
-        this.lru.delete(e);
+        this.lru.delete(uid);
         this.lruCost -= big.cost;
       }
       this.emit("remove", uid);
@@ -1263,12 +1309,12 @@ export class FolderIndex {
       if (p === null) throw new ExpungedError(uid);
       try {
         const e0 = this.entryOf(uid);
-        const raw = e0 && e0.info.size <= SYNC_READ_MAX ? readFileSync(p) : await fs.readFile(p);
+        const raw = e0 && e0.size <= SYNC_READ_MAX ? readFileSync(p) : await fs.readFile(p);
         const data = toCrlf(raw);
         const e = this.entryOf(uid);
-        if (e && e.info.size !== data.length) {
+        if (e && e.size !== data.length) {
           // Wrong W= in the name: fix the index (the session's snapshot keeps the old size).
-          this.remake(e, e.info.modseq, data.length);
+          this.remake(e, e.modseq, data.length);
           this.dirty++;
         }
         return data;
@@ -1326,7 +1372,7 @@ export class FolderIndex {
       let modseq: bigint | null = null;
       let retry: number[] = [];
       const apply = async (list: number[]) => {
-        const work: { e: Entry; to: string }[] = [];
+        const work: { uid: number; to: string }[] = [];
         for (const uid of list) {
           const e = this.entryOf(uid);
           if (!e) continue;
@@ -1342,10 +1388,10 @@ export class FolderIndex {
             next = sortLetters(keep.join("") + [...given].join(""));
           }
           if (next === cur && e.dir === "cur") {
-            out.set(uid, e.info);
+            out.set(uid, e);
             continue;
           }
-          work.push({ e, to: `${e.key}:2,${next}` });
+          work.push({ uid, to: `${e.key}:2,${next}` });
         }
         if (work.length === 0) return;
         await this.ownChange("cur", async () => {
@@ -1355,7 +1401,10 @@ export class FolderIndex {
           // every RENAME_SLICE files.
           for (let i = 0; i < work.length; i++) {
             if (i > 0 && i % RENAME_SLICE === 0) await new Promise<void>((r) => setImmediate(r));
-            const { e, to } = work[i]!;
+            const { uid, to } = work[i]!;
+            // (Looked up again: a change meanwhile puts a new Msg in the entry's place.)
+            const e = this.entryOf(uid);
+            if (!e) continue;
             try {
               renameSync(`${this.dir}/${e.dir}/${e.file}`, `${this.dir}/cur/${to}`);
             } catch (err) {
@@ -1366,9 +1415,9 @@ export class FolderIndex {
             modseq ??= this.newModseq();
             e.dir = "cur";
             e.file = to;
-            this.remake(e, modseq);
-            this.emit("flags", e.uid, origin);
-            out.set(e.uid, e.info);
+            const m = this.remake(e, modseq);
+            this.emit("flags", uid, origin);
+            out.set(uid, m);
             this.dirty++;
           }
         });
@@ -1461,7 +1510,7 @@ export class FolderIndex {
       const uids: number[] = [];
       for (const p of placed) {
         if (p.uid > this.maxUid()) {
-          const e = newEntry(p.uid, p.key, "cur", p.file, this.makeMsg(p.uid, p.key, p.file, p.size, modseq, p.mtime));
+          const e = this.makeMsg(p.uid, p.key, "cur", p.file, p.size, modseq, p.mtime);
           this.entries.push(e);
           this.keyMap?.set(e.key, e);
           this.emit("add", e.uid);
@@ -1498,7 +1547,7 @@ export class FolderIndex {
           continue;
         }
       }
-      const key = uniqueName(physical, e.info.size);
+      const key = uniqueName(physical, e.size);
       const tmp = path.join(dest.dir, "tmp", key);
       try {
         await fs.link(src, tmp);
@@ -1516,12 +1565,12 @@ export class FolderIndex {
           await this.mutex.run(() => this.doRefresh(true));
           continue;
         }
-        const mtime = new Date(e.info.mtimeMs);
+        const mtime = new Date(e.mtimeMs);
         await writeTmp(dest.dir, key, data);
         await fs.utimes(tmp, mtime, mtime);
       }
       // A hard link shares the mtime: known or not, the destination's is the source's.
-      return { key, size: e.info.size, mtime: e.info.knownMtime, flags: e.info.flags };
+      return { key, size: e.size, mtime: e.knownMtime, flags: e.flags };
     }
     return null;
   }
@@ -1540,7 +1589,9 @@ export class FolderIndex {
     const hit = this.cacheGet(e, field);
     if (hit !== MISS) return hit as T;
     const value = await compute();
-    this.cachePut(e, field, value);
+    // (The entry may have been replaced meanwhile by a change: keep the value with the current one.)
+    const now = this.entryOf(uid);
+    if (now !== undefined && now.key === e.key) this.cachePut(now, field, value);
     return value;
   }
 
@@ -1564,11 +1615,11 @@ export class FolderIndex {
   private cacheGet(e: Entry, field: string): unknown {
     const s = e.small;
     if (s !== null && Object.hasOwn(s, field)) return s[field];
-    const b = this.lru.get(e);
+    const b = this.lru.get(e.uid);
     if (b !== undefined && Object.hasOwn(b.values, field)) {
       // Most recently used goes last.
-      this.lru.delete(e);
-      this.lru.set(e, b);
+      this.lru.delete(e.uid);
+      this.lru.set(e.uid, b);
       return b.values[field];
     }
     return MISS;
@@ -1603,32 +1654,32 @@ export class FolderIndex {
       return;
     }
     if (e.small !== null && Object.hasOwn(e.small, field)) delete e.small[field];
-    let b = this.lru.get(e);
+    let b = this.lru.get(e.uid);
     if (b === undefined) b = { values: Object.create(null), costs: Object.create(null), cost: 0 };
-    else this.lru.delete(e);
+    else this.lru.delete(e.uid);
     const old = b.costs[field] ?? 0;
     b.values[field] = value;
     b.costs[field] = cost;
     b.cost += cost - old;
     this.lruCost += cost - old;
-    this.lru.set(e, b);
+    this.lru.set(e.uid, b);
     const budget = this.opts.cacheBudget ?? DEFAULT_CACHE_BUDGET;
     while (this.lruCost > budget && this.lru.size > 1) {
-      const [oldest, values] = this.lru.entries().next().value as [Entry, BigValues];
+      const [oldest, values] = this.lru.entries().next().value as [number, BigValues];
       this.lru.delete(oldest);
       this.lruCost -= values.cost;
     }
   }
 
   private forgetBig(e: Entry, field: string): void {
-    const b = this.lru.get(e);
+    const b = this.lru.get(e.uid);
     if (!b || !Object.hasOwn(b.values, field)) return;
     const c = b.costs[field] ?? 0;
     delete b.values[field];
     delete b.costs[field];
     b.cost -= c;
     this.lruCost -= c;
-    if (b.cost <= 0 && Object.keys(b.values).length === 0) this.lru.delete(e);
+    if (b.cost <= 0 && Object.keys(b.values).length === 0) this.lru.delete(e.uid);
   }
 
   private async loadCache(): Promise<void> {
@@ -1793,7 +1844,7 @@ export class FolderIndex {
       let lastModseqText = "";
       let chunk = "";
       for (const e of this.entries) {
-        const m = e.info;
+        const m = e;
         if (m.modseq !== lastModseq) {
           lastModseq = m.modseq;
           lastModseqText = m.modseq.toString();

@@ -15,7 +15,8 @@
  *
  * In memory the records are two arrays (names, UIDs) in the order they came, and a name → record
  * map made only when a look-up needs one (`Records`): assigning a big folder's first UIDs makes
- * no map and no object per record.
+ * no map and no object per record, the transaction keeps no copy of the records it gives out
+ * (`UidListTx`), and the rewrite makes no string per record (`Records.plainText`).
  *
  * Full disk (ENOSPC/EDQUOT on the lock, the append or the rewrite): as Dovecot does, UIDs are
  * assigned in memory anyway, continuing from the list's next UID, so the messages can be served;
@@ -27,6 +28,7 @@
  * message is dropped from the list, and the next UID stays above every UID we ever handed out.
  * Sessions of this process keep the UIDs they were shown until the folder is opened anew.
  */
+import { isAscii } from "node:buffer";
 import { randomBytes } from "node:crypto";
 import { promises as fs, statSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
@@ -53,6 +55,24 @@ interface FileSig {
   ino: number;
   size: number;
   mtimeNs: bigint;
+}
+
+/** Number of decimal digits of a positive integer. */
+function decimalDigits(n: number): number {
+  let d = 1;
+  for (let p = 10; p <= n; p *= 10) d++;
+  return d;
+}
+
+/** Writes a positive integer in decimal at buf[at]; returns the offset after it. */
+function writeDecimal(buf: Buffer, at: number, n: number): number {
+  const end = at + decimalDigits(n);
+  let v = n;
+  for (let j = end - 1; j >= at; j--) {
+    buf[j] = 48 + (v % 10);
+    v = Math.floor(v / 10);
+  }
+  return end;
 }
 
 /** Base name of a Maildir file name (drops the `:2,flags` info). */
@@ -85,6 +105,8 @@ export class UidList {
   private pendingRemoved = new Set<string>();
   /** Memory is ahead of the file (a write failed for lack of space): rewrite at the next update. */
   private unsaved = false;
+  /** The transaction of the running locked update, if any. */
+  private tx: UidListTx | null = null;
 
   constructor(readonly dir: string) {
     this.file = path.join(dir, UIDLIST_FILE);
@@ -138,6 +160,8 @@ export class UidList {
    * reused, so "same inode number, bigger size" really means "appended to".
    */
   async refresh(): Promise<boolean> {
+    // A re-read inside a locked update may change the records: pin what it appended so far.
+    this.tx?.pinAppended();
     let st: import("node:fs").BigIntStats;
     try {
       // Synchronous: a stat is a few µs, a thread-pool round trip more (this runs per scan).
@@ -337,7 +361,8 @@ export class UidList {
     const body = async (write: boolean): Promise<T> => {
       started = true;
       await this.refresh();
-      const tx = new UidListTx(this);
+      const tx = new UidListTx(this, this.byKey);
+      this.tx = tx;
       if (!this.exists || this.uidValidity === 0 || this.unsaved) tx.needRewrite = true;
       if (this.uidValidity === 0) {
         this.uidValidity = Math.max(1, Math.floor(Date.now() / 1000)) >>> 0;
@@ -347,7 +372,13 @@ export class UidList {
         this.guid = randomBytes(16).toString("hex");
         tx.needRewrite = true;
       }
-      const result = await fn(tx);
+      let result: T;
+      try {
+        result = await fn(tx);
+      } finally {
+        // (From here only commit() or keepInMemory() read the records it gave out.)
+        this.tx = null;
+      }
       if (!write) this.keepInMemory(tx);
       else {
         try {
@@ -374,7 +405,7 @@ export class UidList {
 
   /** A write failed for lack of space: keep the transaction's changes in memory only. */
   private keepInMemory(tx: UidListTx): void {
-    for (let i = 0; i < tx.appendedKeys.length; i++) this.pending.push({ uid: tx.appendedUids[i]!, key: tx.appendedKeys[i]! });
+    tx.forEachAppended((key, uid) => this.pending.push({ uid, key }));
     for (const k of tx.removedKeys) this.pendingRemoved.add(k);
     this.unsaved = true;
     debug(`${this.file}: disk full, ${this.pending.length} record(s) kept in memory`);
@@ -395,8 +426,7 @@ export class UidList {
     const uid = this.nextUid++;
     if (uid > this.maxUid) this.maxUid = uid;
     this.byKey.add(key, uid);
-    tx.appendedKeys.push(key);
-    tx.appendedUids.push(uid);
+    tx.noteAppended(key, uid);
     return uid;
   }
 
@@ -415,9 +445,11 @@ export class UidList {
       await this.rewrite();
       return;
     }
-    if (tx.appendedKeys.length === 0) return;
     let lines = "";
-    for (let i = 0; i < tx.appendedKeys.length; i++) lines += `${tx.appendedUids[i]} :${tx.appendedKeys[i]}\n`;
+    tx.forEachAppended((key, uid) => {
+      lines += `${uid} :${key}\n`;
+    });
+    if (lines === "") return;
     const buf = Buffer.from(lines);
     const fh = await fs.open(this.file, "a");
     try {
@@ -457,22 +489,7 @@ export class UidList {
       break;
     }
     const header = [`3`, `V${this.uidValidity}`, `N${this.nextUid}`, `G${this.guid}`, ...this.headerExtra].join(" ");
-    const parts: string[] = [`${header}\n`];
-    let chunk = "";
-    for (let k = 0; k < n; k++) {
-      const i = order ? order[k]! : k;
-      const uid = recs.uidAt(i);
-      if (uid === 0) continue;
-      const key = recs.nameAt(i);
-      const ext = this.exts.size > 0 ? this.exts.get(key) : undefined;
-      chunk += ext ? `${uid} ${ext} :${key}\n` : `${uid} :${key}\n`;
-      if (chunk.length > 65536) {
-        parts.push(chunk);
-        chunk = "";
-      }
-    }
-    parts.push(chunk);
-    const data = Buffer.from(parts.join(""));
+    const data = (order === null && this.exts.size === 0 ? recs.plainText(`${header}\n`) : null) ?? this.text(header, order);
     const tmp = `${this.file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
     const fh = await fs.open(tmp, "w+", 0o600);
     try {
@@ -499,6 +516,28 @@ export class UidList {
     this.exists = true;
     this.deadOnDisk = 0;
     this.byKey.compact();
+  }
+
+  /** The file's text, any records (extension fields, records not in UID order, any names). */
+  private text(header: string, order: number[] | null): Buffer {
+    const recs = this.byKey;
+    const n = order ? order.length : recs.length;
+    const parts: string[] = [`${header}\n`];
+    let chunk = "";
+    for (let k = 0; k < n; k++) {
+      const i = order ? order[k]! : k;
+      const uid = recs.uidAt(i);
+      if (uid === 0) continue;
+      const key = recs.nameAt(i);
+      const ext = this.exts.size > 0 ? this.exts.get(key) : undefined;
+      chunk += ext ? `${uid} ${ext} :${key}\n` : `${uid} :${key}\n`;
+      if (chunk.length > 65536) {
+        parts.push(chunk);
+        chunk = "";
+      }
+    }
+    parts.push(chunk);
+    return Buffer.from(parts.join(""));
   }
 }
 
@@ -618,6 +657,55 @@ class Records {
     return this.names[i]!;
   }
 
+  /**
+   * The file's bytes when every name is ASCII: `head`, then `<uid> :<name>\n` per live record
+   * in the order added, UIDs ascending (else null). No string per record: the names of each run
+   * of UIDs with the same number of digits are joined with a separator as wide as their
+   * `<uid> :` prefixes, and the UIDs are written over the separators' spaces.
+   */
+  plainText(head: string): Buffer | null {
+    let names = this.names;
+    let uids = this.uids;
+    if (this.holes > 0) {
+      names = names.filter((_, i) => uids[i] !== 0);
+      uids = uids.filter((u) => u !== 0);
+    }
+    const n = names.length;
+    const runs: string[] = [head];
+    let total = head.length;
+    for (let i = 0; i < n; ) {
+      const digits = decimalDigits(uids[i]!);
+      const limit = 10 ** digits;
+      let j = i + 1;
+      while (j < n && uids[j]! < limit) j++;
+      const pad = `${" ".repeat(digits)} :`;
+      // (Written piece by piece: a concatenation would be copied once more to flatten it.)
+      const joined = (i === 0 && j === n ? names : names.slice(i, j)).join(`\n${pad}`);
+      runs.push(pad, joined, "\n");
+      total += pad.length + joined.length + 1;
+      i = j;
+    }
+    const buf = Buffer.allocUnsafe(total);
+    let at = 0;
+    for (const r of runs) {
+      const written = buf.write(r, at, "utf8");
+      if (written !== r.length) return null; // (a name or the header is not ASCII)
+      at += written;
+    }
+    if (!isAscii(buf)) return null;
+    at = head.length;
+    for (let i = 0; i < n; i++) at = writeDecimal(buf, at, uids[i]!) + 2 + names[i]!.length + 1;
+    return buf;
+  }
+
+  /** Calls `fn` for the live records at positions from `from` on (in the order added). */
+  forEachFrom(from: number, fn: (name: string, uid: number) => void): void {
+    for (let i = from; i < this.names.length; i++) {
+      const uid = this.uids[i]!;
+      if (uid !== 0) fn(this.names[i]!, uid);
+    }
+  }
+
   uidAt(i: number): number {
     return this.uids[i]!;
   }
@@ -643,16 +731,55 @@ class Records {
   }
 }
 
-/** The changes one locked update makes. */
+/**
+ * The changes one locked update makes. The records it gives out are the list's records added
+ * since it began (no copy of them: a big folder's first scan adds 100,000s), until something
+ * else may add records too (a re-read of the file): then those so far are copied out
+ * (`pinAppended`) and later ones noted one by one.
+ */
 export class UidListTx {
-  /** Records given out in this transaction: keys and their UIDs. */
-  readonly appendedKeys: string[] = [];
-  readonly appendedUids: number[] = [];
+  /** Records given out, once pinned (else: records[from…] of the list at the start). */
+  private keys: string[] | null = null;
+  private uids: number[] | null = null;
+  private readonly from: number;
   readonly removedKeys: string[] = [];
   removed = 0;
   needRewrite = false;
 
-  constructor(private readonly list: UidList) {}
+  /** @internal */
+  constructor(
+    private readonly list: UidList,
+    private readonly records: Records,
+  ) {
+    this.from = records.length;
+  }
+
+  /** @internal A record given out (noted only once pinned). */
+  noteAppended(key: string, uid: number): void {
+    if (this.keys !== null) {
+      this.keys.push(key);
+      this.uids!.push(uid);
+    }
+  }
+
+  /** @internal Copies out the records given out so far; later ones are noted one by one. */
+  pinAppended(): void {
+    if (this.keys !== null) return;
+    const keys: string[] = [];
+    const uids: number[] = [];
+    this.records.forEachFrom(this.from, (key, uid) => {
+      keys.push(key);
+      uids.push(uid);
+    });
+    this.keys = keys;
+    this.uids = uids;
+  }
+
+  /** @internal The records given out in this transaction, in the order given. */
+  forEachAppended(fn: (key: string, uid: number) => void): void {
+    if (this.keys === null) this.records.forEachFrom(this.from, fn);
+    else for (let i = 0; i < this.keys.length; i++) fn(this.keys[i]!, this.uids![i]!);
+  }
 
   get uidValidity(): number {
     return this.list.uidValidity;
