@@ -22,7 +22,7 @@
 import { execFile, execFileSync, spawn } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
-import { prng } from "../../bench/lib/util";
+import { prng } from "../helpers/prng";
 import type { MailConfig } from "../../config/schema";
 import { buildZones, renderZone } from "../../dns/zone";
 import { DNSPERF_LOAD, dnsQueryFile } from "../helpers/dns-bench-config";
