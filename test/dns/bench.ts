@@ -22,10 +22,10 @@
 import { execFile, execFileSync, spawn } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
-import { prng } from "../helpers/prng";
 import type { MailConfig } from "../../config/schema";
 import { buildZones, renderZone } from "../../dns/zone";
 import { DNSPERF_LOAD, dnsQueryFile } from "../helpers/dns-bench-config";
+import { prng } from "../helpers/prng";
 import { devConfig, freePort, namedOptions, startNamed, tempDir } from "./helpers";
 
 const REPO = path.resolve(__dirname, "..", "..");
