@@ -192,22 +192,14 @@ describe("two UDP threads", () => {
   test("NOTIFY acknowledgements that reach the worker thread count", async () => {
     // 16 secondaries, each answering NOTIFY from its own port: the acknowledgements come back to
     // both threads' sockets (all 16 to one of them: 2^-15).
-    const secondaries = await Promise.all(
-      Array.from(
-        { length: 16 },
-        () =>
-          new Promise<dgram.Socket>((resolve) => {
-            const u = dgram.createSocket("udp4");
-            u.on("message", (m, from) => {
-              const ack = Buffer.from(m.subarray(0, 12 + m.subarray(12).indexOf(0) + 5)); // header and question
-              ack[2] = ack[2]! | 0x80;
-              ack.writeUInt16BE(0, 6);
-              u.send(ack, from.port, from.address);
-            });
-            u.bind(0, "127.0.0.1", () => resolve(u));
-          }),
-      ),
-    );
+    const secondaries = await loopbackSockets(16);
+    for (const u of secondaries)
+      u.on("message", (m, from) => {
+        const ack = Buffer.from(m.subarray(0, 12 + m.subarray(12).indexOf(0) + 5)); // header and question
+        ack[2] = ack[2]! | 0x80;
+        ack.writeUInt16BE(0, 6);
+        u.send(ack, from.port, from.address);
+      });
     try {
       const targets = secondaries.map((u) => `127.0.0.1:${u.address().port}`);
       const s = await start({ dns: { rateLimit: 0, secondaries: targets } }, { notifyRetryMs: 5000, notifyAttempts: 1 });

@@ -38,6 +38,19 @@ async function openWith(count: number): Promise<MaildirMailbox> {
   return mb;
 }
 
+/** Drops every index this process holds, as a restart would. */
+async function forgetAll(): Promise<void> {
+  await flushAllIndexes();
+  forgetIndexes(dataDir);
+}
+
+/** lx's INBOX made once (directories, empty uidlist) and then forgotten: its Maildir root. */
+async function madeAndForgotten(): Promise<string> {
+  await (await store.open("lx")).close();
+  await forgetAll();
+  return maildirRoot(dataDir, "lx");
+}
+
 /** Writes files straight into cur/ (as another program would), names in delivery order. */
 async function writeCur(root: string, names: string[]): Promise<void> {
   for (const [i, n] of names.entries()) await fs.writeFile(path.join(root, "cur", n), msg(i));
@@ -191,8 +204,7 @@ describe("one object per message", () => {
     const seen = mb.messages().map((m) => ({ uid: m.uid, key: m.key, size: m.size, flags: m.flags, modseq: m.modseq }));
     void mb.messages()[0]!.internalDate;
     await mb.close();
-    await flushAllIndexes();
-    forgetIndexes(dataDir);
+    await forgetAll();
     const again = (await new MaildirStore(dataDir).open("lx")) as MaildirMailbox;
     expect(again.messages().map((m) => ({ uid: m.uid, key: m.key, size: m.size, flags: m.flags, modseq: m.modseq }))).toEqual(seen);
     expect((await again.read(4)).equals(msg(3))).toBe(true);
@@ -202,11 +214,7 @@ describe("one object per message", () => {
 
 describe("the uidlist of a first scan", () => {
   test("one line per file in delivery order, new/ moved to cur/, the file read back the same after a restart", async () => {
-    const first = await store.open("lx");
-    await first.close();
-    await flushAllIndexes();
-    forgetIndexes(dataDir);
-    const root = maildirRoot(dataDir, "lx");
+    const root = await madeAndForgotten();
     await fs.rm(path.join(root, "dovecot-uidlist"), { force: true });
     await fs.rm(path.join(root, "mailstack-index"), { force: true });
     const names = Array.from({ length: 40 }, (_, i) => `${1700000000 + i}.M${i}P9.host,S=40,W=41:2,${i % 3 ? "S" : ""}`);
@@ -221,8 +229,7 @@ describe("the uidlist of a first scan", () => {
     expect(lines.slice(1)).toEqual([...keys.map((k, i) => `${i + 1} :${k}`), ""]);
     expect(await fs.readdir(path.join(root, "new"))).toEqual([]);
     await mb.close();
-    await flushAllIndexes();
-    forgetIndexes(dataDir);
+    await forgetAll();
     await fs.rm(path.join(root, "mailstack-index"), { force: true });
     const again = await new MaildirStore(dataDir).open("lx");
     expect(again.messages().map((m) => [m.uid, m.key])).toEqual(keys.map((k, i) => [i + 1, k]));
@@ -231,11 +238,7 @@ describe("the uidlist of a first scan", () => {
   });
 
   test("names that are not ASCII, and UIDs of many digits, are written whole", async () => {
-    const mb0 = await store.open("lx");
-    await mb0.close();
-    await flushAllIndexes();
-    forgetIndexes(dataDir);
-    const root = maildirRoot(dataDir, "lx");
+    const root = await madeAndForgotten();
     // A Dovecot uidlist with a next UID of many digits, and no records yet.
     await fs.writeFile(path.join(root, "dovecot-uidlist"), "3 V1234 N999998 G00112233445566778899aabbccddeeff\n");
     await fs.rm(path.join(root, "mailstack-index"), { force: true });
@@ -249,11 +252,7 @@ describe("the uidlist of a first scan", () => {
   });
 
   test("a rewrite keeps other programs' extension fields and header fields, and drops expunged records", async () => {
-    const mb0 = await store.open("lx");
-    await mb0.close();
-    await flushAllIndexes();
-    forgetIndexes(dataDir);
-    const root = maildirRoot(dataDir, "lx");
+    const root = await madeAndForgotten();
     const names = ["1700000001.M1P1.h,S=40:2,S", "1700000002.M2P1.h,S=40:2,", "1700000003.M3P1.h,S=40:2,"];
     await writeCur(root, names);
     const size = msg(0).length;
