@@ -48,11 +48,11 @@ const duration = z.union([
     .transform(parseDuration),
 ]);
 
-/** A Pulumi `secure:` value that nobody decrypted reaches us as `{ secure: "v1:..." }`. */
 /** An OpenSSH public key line: the key type, its base64 blob, an optional comment. */
 const SSH_PUBLIC_KEY =
   /^(?:ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]{32,}={0,2}(?: .*)?$/;
 
+/** A Pulumi `secure:` value that nobody decrypted reaches us as `{ secure: "v1:..." }`. */
 const secureBlob = z.object({ secure: z.string() }).strict();
 const secretString = z.union([z.string().min(1), secureBlob]);
 
@@ -194,8 +194,9 @@ const rawSchema = z
         sshPrivateKey: secretString.optional(),
         /**
          * The host's SSH public key, as in its /etc/ssh/ssh_host_ed25519_key.pub (ssh-keyscan
-         * prints it after the host name): the host steps and the Docker provider accept no other. Without it the key
-         * is accepted on first use. Kept as `<type> <base64>` (a trailing comment is dropped).
+         * prints it after the host name): the host steps and the Docker provider accept no
+         * other. Without it the key is accepted on first use. Kept as `<type> <base64>` (a
+         * trailing comment is dropped).
          */
         sshHostKey: z
           .string()

@@ -40,8 +40,11 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-/** Whether the lock file at `file` may be broken. */
-async function isStale(file: string, staleMs: number): Promise<{ stale: boolean; ino?: number; mtimeMs?: number }> {
+/**
+ * Whether the lock file at `file` may be broken; when it may not and the file exists, `holder` is
+ * what it holds (`<pid>:<host>:<token>`, trimmed; empty for an empty lock).
+ */
+async function isStale(file: string, staleMs: number): Promise<{ stale: boolean; ino?: number; mtimeMs?: number; holder?: string }> {
   let st: import("node:fs").Stats;
   let text: string;
   try {
@@ -62,7 +65,7 @@ async function isStale(file: string, staleMs: number): Promise<{ stale: boolean;
     } else if (!pidAlive(pid)) return { stale: true, ino: st.ino, mtimeMs: st.mtimeMs };
   }
   if (Date.now() - st.mtimeMs > staleMs) return { stale: true, ino: st.ino, mtimeMs: st.mtimeMs };
-  return { stale: false };
+  return { stale: false, holder: text.trim() };
 }
 
 /** Removes a stale lock, but only if it is still the very file we judged stale. */
@@ -168,14 +171,8 @@ async function acquire(lockFile: string, timeoutMs: number, staleMs: number): Pr
  * null when there is no lock file or its holder is gone (the lock is stale; it is not broken here).
  */
 export async function lockHolder(file: string, staleMs = 300_000): Promise<string | null> {
-  let text: string;
-  try {
-    text = await fs.readFile(file, "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
-    throw err;
-  }
-  return (await isStale(file, staleMs)).stale ? null : text.trim();
+  const s = await isStale(file, staleMs);
+  return s.stale ? null : (s.holder ?? null);
 }
 
 /**

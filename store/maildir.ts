@@ -270,10 +270,11 @@ export const TMP_SWEEP_INTERVAL_MS = 8 * 3_600_000;
 
 /**
  * Removes what a crashed writer left in a Maildir's tmp/, as Dovecot does when it opens a folder:
- * files whose inode last changed (ctime) more than TMP_MAX_AGE_MS ago. A message being written now is never that old
- * (writeTmp creates, writes, fsyncs and renames within one delivery). The sweep runs at most once
- * per TMP_SWEEP_INTERVAL_MS: when it has looked, it sets tmp/'s atime to now (mtime kept), so a
- * `noatime` mount and other processes see the same mark. Resolves to the number of files removed.
+ * files whose inode last changed (ctime) more than TMP_MAX_AGE_MS ago. A message being written
+ * now is never that old (writeTmp creates, writes, fsyncs and renames within one delivery). The
+ * sweep runs at most once per TMP_SWEEP_INTERVAL_MS: when it has looked, it sets tmp/'s atime to
+ * now (mtime kept), so a `noatime` mount and other processes see the same mark. Resolves to the
+ * number of files removed.
  */
 export async function sweepTmp(maildir: string, now = Date.now()): Promise<number> {
   const tmp = path.join(maildir, "tmp");
