@@ -116,6 +116,13 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
+/** "min–max ms" of some timings (one decimal below 10 ms), for a row's note beside their median. */
+export function rangeMs(xs: number[]): string {
+  const max = Math.max(...xs);
+  const digits = max < 10 ? 1 : 0;
+  return `${Math.min(...xs).toFixed(digits)}–${max.toFixed(digits)} ms`;
+}
+
 export function fmt(n: number | null | undefined, digits = 0): string {
   if (n === null || n === undefined || !Number.isFinite(n)) return "–";
   return n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });

@@ -21,7 +21,7 @@ import { type Ctx, recordReference, recordService, startService } from "../lib/c
 import { makeMessage, writeFolder } from "../lib/maildir";
 import { type BenchUser, benchUsers, type ServiceProcess, writeStackConfig } from "../lib/mailstack";
 import type { Mem } from "../lib/procmem";
-import { log, median, prng, sleep } from "../lib/util";
+import { log, median, prng, rangeMs, sleep } from "../lib/util";
 import { type SampledDovecot, startSampledDovecot } from "../refs/dovecot";
 import { gidOf, uidOf } from "../refs/postfix";
 
@@ -278,8 +278,7 @@ function medianTimed(xs: Timed[]): { t: Timed; note: string } {
   const failed = xs.find((x) => x.ms === null);
   const detail = failed ? failed.detail : xs[0]!.detail;
   if (done.length === 0) return { t: { ms: null, detail }, note: "" };
-  const digits = Math.max(...done) < 10 ? 1 : 0;
-  const range = `${Math.min(...done).toFixed(digits)}–${Math.max(...done).toFixed(digits)} ms`;
+  const range = rangeMs(done);
   return { t: { ms: median(done), detail }, note: xs.length > 1 ? range : "" };
 }
 

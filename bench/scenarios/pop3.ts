@@ -18,7 +18,7 @@ import { Pop3Client } from "../../test/helpers/pop3-client";
 import { type Ctx, recordReference, recordService, startService } from "../lib/context";
 import { makeMessage, writeFolder } from "../lib/maildir";
 import { type BenchUser, benchUsers, writeStackConfig } from "../lib/mailstack";
-import { log, median, prng, sleep } from "../lib/util";
+import { log, median, prng, rangeMs, sleep } from "../lib/util";
 import { startSampledDovecot } from "../refs/dovecot";
 import { gidOf, uidOf } from "../refs/postfix";
 
@@ -97,8 +97,6 @@ async function freshMaildrops(dirs: string[], count: number, uid: number, gid: n
   await writeFolder(dirs, { count, minSize: 1024, maxSize: 8192, seenFraction: 0, seed: 99 }, uid, gid);
 }
 
-const spread = (xs: number[]) => `${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)} ms`;
-
 export async function pop3Scenario(ctx: Ctx): Promise<void> {
   const count = 1000;
   const users = await benchUsers(["pop"]);
@@ -171,7 +169,7 @@ export async function pop3Scenario(ctx: Ctx): Promise<void> {
 
   const differ = [...msFirst, ...dvFirst].find((x) => x.messages !== msFirst[0]!.messages || x.bytes !== msFirst[0]!.bytes);
   const notes = [
-    rounds > 1 ? `range over the starts: mailstack ${spread(msFirst.map((x) => x.ms))}, Dovecot ${spread(dvFirst.map((x) => x.ms))}` : "",
+    rounds > 1 ? `range over the starts: mailstack ${rangeMs(msFirst.map((x) => x.ms))}, Dovecot ${rangeMs(dvFirst.map((x) => x.ms))}` : "",
     differ
       ? `answers differ: mailstack ${msFirst[0]!.messages} msgs/${msFirst[0]!.bytes} B, another session ${differ.messages} msgs/${differ.bytes} B`
       : "",
